@@ -1,0 +1,5 @@
+#pragma once
+#include <libtpms/tpm_types.h>
+#include <libtpms/tpm_error.h>
+#include <libtpms/tpm_library.h>
+#include <libtpms/tpm_memory.h>

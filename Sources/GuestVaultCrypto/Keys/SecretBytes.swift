@@ -1,0 +1,118 @@
+internal import CLibCrypto
+
+/// Secret bytes: keys, shared secrets, passphrases.
+///
+/// The bytes live in one heap allocation owned by this value. When the last copy is
+/// released the whole allocation is overwritten with `OPENSSL_cleanse` before it is
+/// freed. The bytes never print (`description` and `debugDescription` say only how
+/// many there are) and `==` compares in constant time.
+public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    final class Storage: @unchecked Sendable {
+        // Written only during initialisation, read-only afterwards.
+        let bytes: UnsafeMutableRawBufferPointer
+
+        init(count: Int) {
+            bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
+            bytes.initializeMemory(as: UInt8.self, repeating: 0)
+            self.count = count
+        }
+
+        // Set once while the owning value is initialised (it may shrink there).
+        var count: Int
+
+        deinit {
+            OPENSSL_cleanse(bytes.baseAddress, bytes.count)
+            bytes.deallocate()
+        }
+    }
+
+    let storage: Storage
+
+    /// The number of secret bytes.
+    public var count: Int { storage.count }
+
+    /// Copies `bytes` into zeroed-on-release storage. The caller still owns `bytes` and
+    /// should not keep secrets in ordinary arrays longer than needed.
+    public init(copying bytes: some Sequence<UInt8>) {
+        let array = Array(bytes)
+        storage = Storage(count: array.count)
+        array.withUnsafeBytes { source in
+            if let base = source.baseAddress {
+                storage.bytes.baseAddress!.copyMemory(from: base, byteCount: source.count)
+            }
+        }
+    }
+
+    /// `count` bytes from the CSPRNG. Throws if the generator fails; there is no fallback.
+    public init(randomCount count: Int) throws {
+        storage = Storage(count: count)
+        if count > 0 {
+            try SecureRandom.fill(UnsafeMutableRawBufferPointer(rebasing: storage.bytes[0..<count]))
+        }
+    }
+
+    /// Creates secret bytes by letting `initializer` write exactly `count` bytes.
+    /// For the crypto core's own use (derivations write straight into the storage).
+    init(
+        unsafeUninitializedCount count: Int,
+        initializingWith initializer: (UnsafeMutableRawBufferPointer) throws -> Void
+    ) rethrows {
+        storage = Storage(count: count)
+        try initializer(UnsafeMutableRawBufferPointer(rebasing: storage.bytes[0..<count]))
+    }
+
+    /// Creates secret bytes in `capacity` bytes of storage; `initializer` writes and sets
+    /// the final count (at most `capacity`). The unused tail stays zero.
+    init(
+        unsafeUninitializedCapacity capacity: Int,
+        initializingWith initializer: (UnsafeMutableRawBufferPointer, inout Int) throws -> Void
+    ) rethrows {
+        storage = Storage(count: capacity)
+        var count = 0
+        try initializer(UnsafeMutableRawBufferPointer(rebasing: storage.bytes[0..<capacity]), &count)
+        precondition(count >= 0 && count <= capacity)
+        storage.count = count
+    }
+
+    /// Calls `body` with the secret bytes. Do not let the pointer escape or copy the bytes
+    /// into storage that is not zeroed.
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(rebasing: storage.bytes[0..<storage.count]))
+    }
+
+    /// A copy of the bytes in an ordinary array, for code that must hand them to a
+    /// non-crypto API (writing a key file). Prefer ``withUnsafeBytes(_:)``.
+    public func unsafeCopyOfBytes() -> [UInt8] {
+        withUnsafeBytes { Array($0) }
+    }
+
+    /// Constant-time comparison (`CRYPTO_memcmp`); different lengths compare unequal.
+    public static func == (lhs: SecretBytes, rhs: SecretBytes) -> Bool {
+        guard lhs.count == rhs.count else { return false }
+        if lhs.count == 0 { return true }
+        return lhs.withUnsafeBytes { a in
+            rhs.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 }
+        }
+    }
+
+    /// Constant-time comparison with public bytes (for example, an expected tag).
+    public func constantTimeEquals(_ other: [UInt8]) -> Bool {
+        guard count == other.count else { return false }
+        if count == 0 { return true }
+        return withUnsafeBytes { a in
+            other.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 }
+        }
+    }
+
+    public var description: String { "SecretBytes(\(count) bytes, redacted)" }
+    public var debugDescription: String { description }
+}
+
+/// Constant-time equality of two public byte strings of the same length (tags, MACs).
+public func constantTimeEquals(_ lhs: [UInt8], _ rhs: [UInt8]) -> Bool {
+    guard lhs.count == rhs.count else { return false }
+    if lhs.isEmpty { return true }
+    return lhs.withUnsafeBytes { a in
+        rhs.withUnsafeBytes { b in CRYPTO_memcmp(a.baseAddress, b.baseAddress, a.count) == 0 }
+    }
+}

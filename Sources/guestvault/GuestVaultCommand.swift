@@ -1,0 +1,21 @@
+import ArgumentParser
+import GuestVaultCrypto
+
+@main
+struct GuestVaultCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "guestvault",
+        abstract: "Keep a VM's trusted-launch guest state (vTPM, UEFI variables, runtime state) sealed under per-VM keys.",
+        discussion: """
+            GuestVault seals each piece of a VM's guest state with AES-256-GCM under a key
+            derived for that one VM from a key vault, and moves it between hosts in an
+            encrypted, authenticated framing.
+
+            Start with `guestvault demo` to see the whole flow on a temporary vault.
+            A file vault is named with --vault DIR, or with the GUESTVAULT_VAULT
+            environment variable.
+            """,
+        version: GuestVaultVersion.string,
+        subcommands: [Demo.self]
+    )
+}

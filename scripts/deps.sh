@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs the Debian packages GuestVault needs, only those that are missing.
+#   scripts/deps.sh            build dependencies (libtpms, OpenSSL)
+#   scripts/deps.sh --tests    plus the real peers the tests talk to
+set -euo pipefail
+
+packages=(libtpms-dev libssl-dev pkg-config)
+if [[ "${1:-}" == "--tests" ]]; then
+    # swtpm/swtpm-tools: interop peer; tpm2-tools: TPM client; softhsm2 + p11-kit
+    # headers: PKCS#11 token; qemu + seabios: a real VM firmware talking to the vTPM.
+    packages+=(swtpm swtpm-tools tpm2-tools softhsm2 libp11-kit-dev
+               qemu-system-x86 seabios openssl)
+fi
+
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+
+if (( ${#missing[@]} > 0 )); then
+    echo "Installing: ${missing[*]}"
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "error: these Debian packages are missing and installing them needs root: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    if [[ -x /opt/swift/usr/bin/swift ]]; then
+        echo "note: swift is at /opt/swift/usr/bin; add it to PATH" >&2
+    else
+        echo "error: no Swift toolchain found (GuestVault needs Swift 6.1 or later)" >&2
+        exit 1
+    fi
+fi
