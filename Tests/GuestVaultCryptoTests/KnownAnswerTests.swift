@@ -52,6 +52,7 @@ import Testing
             let viaFixed = try KBKDF.counterHMACSHA256(key: key, fixedInput: fixed, outputByteCount: length)
             let viaLabel = try KBKDF.counterHMACSHA256(key: key, label: label, context: context, outputByteCount: length)
             #expect(viaFixed == viaLabel)
+            #expect(try KBKDFContext(key: key).deriveKey(label: label, context: context, outputByteCount: length) == viaLabel)
             // And by hand: the first block is one HMAC.
             let block1 = try HMACSHA256.authenticationCode(for: [0, 0, 0, 1] + fixed, key: key)
             #expect(Array(viaLabel.unsafeCopyOfBytes().prefix(min(32, length))) == Array(block1.prefix(min(32, length))))

@@ -77,15 +77,15 @@ public final class AESGCMContext {
 
     /// Seals `plaintext`, returning `ciphertext || tag`.
     public func seal(_ plaintext: [UInt8], nonce: [UInt8], authenticating aad: [UInt8] = []) throws -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: plaintext.count + AESGCM.tagByteCount)
-        try plaintext.withUnsafeBytes { (input) in
-            try output.withUnsafeMutableBytes { (out) in
-                let body = UnsafeMutableRawBufferPointer(rebasing: out[0..<plaintext.count])
-                let tag = UnsafeMutableRawBufferPointer(rebasing: out[plaintext.count...])
+        try [UInt8](unsafeUninitializedCapacity: plaintext.count + AESGCM.tagByteCount) { out, initialized in
+            let raw = UnsafeMutableRawBufferPointer(out)
+            try plaintext.withUnsafeBytes { input in
+                let body = UnsafeMutableRawBufferPointer(rebasing: raw[0..<plaintext.count])
+                let tag = UnsafeMutableRawBufferPointer(rebasing: raw[plaintext.count...])
                 try rawSeal(nonce: nonce, aad: aad, input: input, output: body, tag: tag)
             }
+            initialized = plaintext.count + AESGCM.tagByteCount
         }
-        return output
     }
 
     /// Opens `ciphertext || tag`, returning the plaintext.
@@ -118,6 +118,35 @@ public final class AESGCMContext {
             }
         }
         return tag
+    }
+
+    /// Encrypts the first `count` bytes of `buffer` in place and writes the 16-byte tag
+    /// right after them (so `buffer` needs at least `count + 16` bytes). No allocation:
+    /// for stream chunks kept in reused buffers.
+    public func seal(prefixOf buffer: inout [UInt8], count: Int, nonce: [UInt8], authenticating aad: [UInt8] = []) throws {
+        guard count >= 0, buffer.count >= count + AESGCM.tagByteCount else {
+            throw CryptoError(.invalidInput, operation: "AES-256-GCM seal",
+                              reason: "a buffer of \(buffer.count) bytes cannot hold \(count) bytes and a tag")
+        }
+        try buffer.withUnsafeMutableBytes { io in
+            let body = UnsafeMutableRawBufferPointer(rebasing: io[0..<count])
+            let tag = UnsafeMutableRawBufferPointer(rebasing: io[count..<(count + AESGCM.tagByteCount)])
+            try rawSeal(nonce: nonce, aad: aad, input: UnsafeRawBufferPointer(body), output: body, tag: tag)
+        }
+    }
+
+    /// Checks the tag stored right after the first `count` bytes of `buffer` and decrypts
+    /// those bytes in place. On failure they are zeroed.
+    public func open(prefixOf buffer: inout [UInt8], count: Int, nonce: [UInt8], authenticating aad: [UInt8] = []) throws {
+        guard count >= 0, buffer.count >= count + AESGCM.tagByteCount else {
+            throw CryptoError(.truncatedInput, operation: "AES-256-GCM open",
+                              reason: "a buffer of \(buffer.count) bytes cannot hold \(count) bytes and a tag")
+        }
+        try buffer.withUnsafeMutableBytes { io in
+            let body = UnsafeMutableRawBufferPointer(rebasing: io[0..<count])
+            let tag = UnsafeRawBufferPointer(rebasing: io[count..<(count + AESGCM.tagByteCount)])
+            try rawOpen(nonce: nonce, aad: aad, input: UnsafeRawBufferPointer(body), tag: tag, output: body)
+        }
     }
 
     /// Decrypts `buffer` in place after checking `tag`. On failure the buffer is zeroed

@@ -49,68 +49,76 @@ public enum KBKDF {
     }
 }
 
-/// A KBKDF key kept ready for many derivations (one per VM, for example): the HMAC key
-/// is set up once, and each derivation only sets label and context and derives. Not
-/// thread-safe: one per thread.
+/// A KBKDF key kept ready for many derivations (one per VM, for example).
+///
+/// It computes the same construction as ``KBKDF/counterHMACSHA256(key:label:context:outputByteCount:)``
+/// but keeps one keyed HMAC-SHA256 context (EVP_MAC "HMAC", fetched once): each block
+/// re-initialises that context without re-keying it, which costs no allocation and no
+/// key schedule. The tests check it against OpenSSL's EVP_KDF "KBKDF" and NIST's
+/// vectors. Not thread-safe: one per thread, or behind a lock.
 public final class KBKDFContext {
-    private let context: OpaquePointer
-    private let key: SecretBytes
+    private let mac: OpaquePointer
     private let operation = "SP 800-108 KDF"
 
     public init(key: SecretBytes) throws {
         try KBKDF.checkArguments(key: key, outputByteCount: 32, operation: operation)
-        self.key = key
-        context = try Self.makeContext(key: key, operation: operation)
-    }
-
-    deinit { EVP_KDF_CTX_free(context) }
-
-    private static func makeContext(key: SecretBytes, operation: String) throws -> OpaquePointer {
-        let kdf = try Algorithms.require(Algorithms.shared.kbkdf, "KBKDF", operation)
-        guard let ctx = EVP_KDF_CTX_new(kdf) else {
-            throw OpenSSL.error(.libraryFailure, operation, "EVP_KDF_CTX_new failed")
+        let operation = self.operation
+        let algorithm = try Algorithms.require(Algorithms.shared.hmac, "HMAC", operation)
+        guard let ctx = EVP_MAC_CTX_new(algorithm) else {
+            throw OpenSSL.error(.libraryFailure, operation, "EVP_MAC_CTX_new failed")
         }
         do {
-            let status = try Param.withArray([
-                .utf8(ParamName.mode, ParamName.counter),
-                .utf8(ParamName.mac, ParamName.hmacName),
-                .utf8(ParamName.digest, ParamName.sha256Name),
-                .secret(ParamName.key, key),
-            ]) { array in EVP_KDF_CTX_set_params(ctx, array) }
-            try OpenSSL.check(status, operation, "setting the KDF key")
+            let status = try Param.withArray([.utf8(ParamName.digest, ParamName.sha256Name)]) { params in
+                key.withUnsafeBytes { k in
+                    EVP_MAC_init(ctx, k.baseAddress!.assumingMemoryBound(to: UInt8.self), k.count, params)
+                }
+            }
+            try OpenSSL.check(status, operation, "EVP_MAC_init")
         } catch {
-            EVP_KDF_CTX_free(ctx)
+            EVP_MAC_CTX_free(ctx)
             throw error
         }
-        return ctx
+        mac = ctx
     }
 
-    /// `outputByteCount` bytes derived for `label` and `context`.
+    deinit { EVP_MAC_CTX_free(mac) }
+
+    /// `outputByteCount` bytes derived for `label` and `context`: blocks
+    /// `HMAC(key, [i]_32 || label || 0x00 || context || [L]_32)` for i = 1, 2, ...
     public func deriveKey(label: [UInt8], context info: [UInt8], outputByteCount: Int) throws -> SecretBytes {
         guard (1...KBKDF.maximumOutputByteCount).contains(outputByteCount) else {
             throw CryptoError(.invalidOutputLength, operation: operation,
                               reason: "output length \(outputByteCount) is outside 1...\(KBKDF.maximumOutputByteCount)")
         }
-        // OpenSSL 3.0 ignores a zero-length label or context parameter, so a reused
-        // context would keep the previous call's value: empty ones get a fresh context.
-        if label.isEmpty || info.isEmpty {
-            let fresh = try Self.makeContext(key: key, operation: operation)
-            defer { EVP_KDF_CTX_free(fresh) }
-            return try derive(fresh, label: label, info: info, outputByteCount: outputByteCount)
-        }
-        return try derive(context, label: label, info: info, outputByteCount: outputByteCount)
-    }
-
-    private func derive(_ ctx: OpaquePointer, label: [UInt8], info: [UInt8], outputByteCount: Int) throws -> SecretBytes {
-        var params: [Param] = []
-        if !label.isEmpty { params.append(.octets(ParamName.salt, label)) }
-        if !info.isEmpty { params.append(.octets(ParamName.info, info)) }
+        let ctx = mac
         let operation = self.operation
-        return try Param.withArray(params) { array -> SecretBytes in
-            try SecretBytes(unsafeUninitializedCount: outputByteCount) { out in
-                let status = EVP_KDF_derive(ctx, out.baseAddress!.assumingMemoryBound(to: UInt8.self), out.count, array)
-                if status != 1 {
-                    throw OpenSSL.error(.libraryFailure, operation, "EVP_KDF_derive returned \(status)")
+        let bits = UInt32(outputByteCount * 8)
+        return try SecretBytes(unsafeUninitializedCount: outputByteCount) { out in
+            try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 64) { block in
+                defer { OPENSSL_cleanse(block.baseAddress, block.count) }
+                var written = 0
+                var counter: UInt32 = 1
+                while written < outputByteCount {
+                    var ok = EVP_MAC_init(ctx, nil, 0, nil) == 1
+                    ok = ok && withUnsafeBytes(of: counter.bigEndian) { EVP_MAC_update(ctx, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), 4) } == 1
+                    if !label.isEmpty {
+                        ok = ok && label.withUnsafeBufferPointer { EVP_MAC_update(ctx, $0.baseAddress, $0.count) } == 1
+                    }
+                    var zero: UInt8 = 0
+                    ok = ok && EVP_MAC_update(ctx, &zero, 1) == 1
+                    if !info.isEmpty {
+                        ok = ok && info.withUnsafeBufferPointer { EVP_MAC_update(ctx, $0.baseAddress, $0.count) } == 1
+                    }
+                    ok = ok && withUnsafeBytes(of: bits.bigEndian) { EVP_MAC_update(ctx, $0.baseAddress!.assumingMemoryBound(to: UInt8.self), 4) } == 1
+                    var length = 0
+                    ok = ok && EVP_MAC_final(ctx, block.baseAddress, &length, block.count) == 1
+                    guard ok, length == 32 else {
+                        throw OpenSSL.error(.libraryFailure, operation, "HMAC-SHA256 block \(counter) failed")
+                    }
+                    let take = min(32, outputByteCount - written)
+                    out.baseAddress!.advanced(by: written).copyMemory(from: block.baseAddress!, byteCount: take)
+                    written += take
+                    counter += 1
                 }
             }
         }
