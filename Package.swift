@@ -15,6 +15,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "GuestVaultCrypto", targets: ["GuestVaultCrypto"]),
+        .library(name: "GuestVaultKeys", targets: ["GuestVaultKeys"]),
+        .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
     ],
@@ -29,6 +31,11 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(
+            name: "CPKCS11",
+            pkgConfig: "p11-kit-1",
+            providers: [.apt(["libp11-kit-dev"])]
+        ),
+        .systemLibrary(
             name: "CLibTPMS",
             pkgConfig: "libtpms",
             providers: [.apt(["libtpms-dev"])]
@@ -38,6 +45,26 @@ let package = Package(
         .target(
             name: "GuestVaultCrypto",
             dependencies: ["CLibCrypto"],
+            swiftSettings: strict
+        ),
+
+        // MARK: System calls (durable files, locks, permissions): one audited layer.
+        .target(
+            name: "GuestVaultSystem",
+            swiftSettings: strict
+        ),
+
+        // MARK: Key vaults (file, PKCS#11), the per-VM key hierarchy, protectors, rollback.
+        .target(
+            name: "GuestVaultKeys",
+            dependencies: ["GuestVaultCrypto", "GuestVaultSystem", "CPKCS11"],
+            swiftSettings: strict
+        ),
+
+        // MARK: Sealed state: sealed blobs and streams, the guest state container file.
+        .target(
+            name: "GuestVaultState",
+            dependencies: ["GuestVaultCrypto", "GuestVaultKeys", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -53,6 +80,9 @@ let package = Package(
             name: "GuestVaultCLI",
             dependencies: [
                 "GuestVaultCrypto",
+                "GuestVaultKeys",
+                "GuestVaultState",
+                "GuestVaultSystem",
                 "GuestVaultTPM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -64,16 +94,33 @@ let package = Package(
         .target(
             name: "GuestVaultVectors",
             path: "Vectors",
-            exclude: ["README.md"],
+            exclude: ["README.md", "tools"],
             sources: ["VectorFiles.swift"],
-            resources: [.copy("public")],
+            resources: [.copy("public"), .copy("formats")],
             swiftSettings: strict
         ),
 
         // MARK: Tests.
+        .target(
+            name: "GuestVaultTestSupport",
+            dependencies: ["GuestVaultSystem"],
+            path: "Tests/GuestVaultTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "GuestVaultCryptoTests",
             dependencies: ["GuestVaultCrypto", "GuestVaultVectors"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultKeysTests",
+            dependencies: ["GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors", "GuestVaultTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultStateTests",
+            dependencies: ["GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
+                           "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -83,7 +130,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultCLITests",
-            dependencies: ["GuestVaultCLI"],
+            dependencies: ["GuestVaultCLI", "GuestVaultTestSupport"],
             swiftSettings: strict
         ),
     ]

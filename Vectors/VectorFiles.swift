@@ -14,4 +14,12 @@ public enum VectorFiles {
         }
         return try Data(contentsOf: url)
     }
+
+    /// The bytes of `Vectors/formats/NAME` (GuestVault's own formats).
+    public static func formatVectorData(_ name: String) throws -> Data {
+        guard let url = Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "formats") else {
+            throw CocoaError(.fileNoSuchFile, userInfo: [NSFilePathErrorKey: "Vectors/formats/\(name)"])
+        }
+        return try Data(contentsOf: url)
+    }
 }

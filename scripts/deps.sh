@@ -9,7 +9,7 @@ if [[ "${1:-}" == "--tests" ]]; then
     # swtpm/swtpm-tools: interop peer; tpm2-tools: TPM client; softhsm2 + p11-kit
     # headers: PKCS#11 token; qemu + seabios: a real VM firmware talking to the vTPM.
     packages+=(swtpm swtpm-tools tpm2-tools softhsm2 libp11-kit-dev
-               qemu-system-x86 seabios openssl)
+               qemu-system-x86 seabios openssl time)
 fi
 
 missing=()

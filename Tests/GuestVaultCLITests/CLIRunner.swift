@@ -8,17 +8,7 @@ struct CLIRunner {
         let stderr: String
     }
 
-    static var binary: URL {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        var directory = exe.deletingLastPathComponent()
-        // Swift Testing on Linux runs inside `<build>/debug/<Package>PackageTests.xctest`.
-        for _ in 0..<3 {
-            let candidate = directory.appendingPathComponent("guestvault")
-            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
-            directory = directory.deletingLastPathComponent()
-        }
-        return URL(fileURLWithPath: "guestvault")
-    }
+    static var binary: URL { GuestVaultBinary.url }
 
     static func run(_ arguments: [String], environment: [String: String] = [:], stdin: Data? = nil) throws -> Result {
         let process = Process()

@@ -1,0 +1,145 @@
+public import GuestVaultCrypto
+import GuestVaultSystem
+import Synchronization
+
+/// The file vault's root key: 32 random bytes in `root.key` (mode 0600), optionally
+/// wrapped under a passphrase with scrypt. The layout is in docs/KEYS.md.
+public final class FileRootKey: RootKeyBackend {
+    public let kind = "file"
+    public let location: String
+    /// Whether the key file is passphrase-protected.
+    public let isPassphraseProtected: Bool
+    private let context: Mutex<KBKDFContext>
+
+    static let magic = Array("GVRK".utf8)
+    static let version: UInt8 = 1
+    static let headerCount = 8
+    static let checksumCount = 32
+    static let plainCount = headerCount + 32 + checksumCount
+    static let protectedCount = headerCount + 4 + 32 + 40 + checksumCount
+    static let fileLimit = 4096
+
+    private init(key: SecretBytes, location: String, passphraseProtected: Bool) throws {
+        self.location = location
+        self.isPassphraseProtected = passphraseProtected
+        context = Mutex(try KBKDFContext(key: key))
+    }
+
+    public func deriveBlock(label: [UInt8], context info: [UInt8]) throws -> SecretBytes {
+        try context.withLock { try $0.deriveKey(label: label, context: info, outputByteCount: 32) }
+    }
+
+    // MARK: Creating
+
+    /// Makes a new random root key and writes it to `path` (0600, atomically). With a
+    /// passphrase, the key is wrapped under scrypt(passphrase) and the scrypt
+    /// parameters are stored beside it.
+    public static func create(
+        at path: String, passphrase: SecretBytes?, scrypt: PasswordKDF.ScryptParameters = .interactive
+    ) throws -> FileRootKey {
+        let key = try SecretBytes(randomCount: 32)
+        try write(key, to: path, passphrase: passphrase, scrypt: scrypt)
+        return try FileRootKey(key: key, location: path, passphraseProtected: passphrase != nil)
+    }
+
+    /// Writes a given root key (for vectors, tests and migrations).
+    public static func write(
+        _ key: SecretBytes, to path: String, passphrase: SecretBytes?,
+        scrypt: PasswordKDF.ScryptParameters = .interactive, salt: [UInt8]? = nil
+    ) throws {
+        guard key.count == 32 else {
+            throw VaultError(.invalidArgument, subject: path, reason: "a root key is 32 bytes, not \(key.count)")
+        }
+        let bytes = try encode(key, passphrase: passphrase, scrypt: scrypt, salt: salt)
+        do {
+            try FileSystem.writeAtomically(bytes, to: path, mode: FileSystem.privateFileMode)
+        } catch {
+            throw VaultError(.io, subject: path, reason: "could not write the root key: \(error)")
+        }
+    }
+
+    static func encode(_ key: SecretBytes, passphrase: SecretBytes?, scrypt: PasswordKDF.ScryptParameters, salt: [UInt8]?) throws -> [UInt8] {
+        var bytes = magic + [version, passphrase == nil ? 0 : 1, 0, 0]
+        if let passphrase {
+            guard scrypt.n.nonzeroBitCount == 1, scrypt.n >= 2, scrypt.r <= 255, scrypt.p <= 255 else {
+                throw VaultError(.invalidArgument, subject: "scrypt", reason: "N must be a power of two, r and p at most 255")
+            }
+            let salt = try salt ?? SecureRandom.bytes(count: 32)
+            let wrappingKey = try PasswordKDF.scrypt(passphrase: passphrase, salt: salt, parameters: scrypt, outputByteCount: 32)
+            let wrapped = try AESKeyWrap.wrapWithPadding(key, kek: wrappingKey)
+            bytes += [UInt8(scrypt.n.trailingZeroBitCount), UInt8(scrypt.r), UInt8(scrypt.p), 0] + salt + wrapped
+        } else {
+            bytes += key.unsafeCopyOfBytes()
+        }
+        bytes += try SHA256.hash(bytes)
+        return bytes
+    }
+
+    // MARK: Opening
+
+    /// Reads `root.key`. Refuses a file that group or others can read or write, a
+    /// truncated or corrupt file, and a wrong passphrase, each with a typed error naming
+    /// the file.
+    public static func open(at path: String, passphrase: SecretBytes?) throws -> FileRootKey {
+        let permissions: (mode: UInt32, owner: UInt32)
+        do {
+            permissions = try FileSystem.permissions(path)
+        } catch let error as SystemError where error.isNotFound {
+            throw VaultError(.notFound, subject: path, reason: "no root key file here; create a vault with `guestvault vault init`")
+        }
+        if permissions.mode & 0o077 != 0 {
+            throw VaultError(.insecurePermissions, subject: path,
+                             reason: "the root key file has mode \(String(permissions.mode, radix: 8)), so other users can read it; run `chmod 600 \(path)` (and consider the key exposed)")
+        }
+        let bytes: [UInt8]
+        do {
+            bytes = try FileSystem.readFile(path, limit: fileLimit)
+        } catch {
+            throw VaultError(.io, subject: path, reason: "could not read the root key: \(error)")
+        }
+        let (key, protected) = try decode(bytes, path: path, passphrase: passphrase)
+        return try FileRootKey(key: key, location: path, passphraseProtected: protected)
+    }
+
+    static func decode(_ bytes: [UInt8], path: String, passphrase: SecretBytes?) throws -> (SecretBytes, Bool) {
+        guard bytes.count >= headerCount, Array(bytes[0..<4]) == magic else {
+            throw VaultError(.corrupt, subject: path, reason: "not a GuestVault root key file (bad magic or truncated at \(bytes.count) bytes)")
+        }
+        guard bytes[4] == version else {
+            throw VaultError(.corrupt, subject: path, reason: "root key format version \(bytes[4]) is not supported (expected \(version))")
+        }
+        let protection = bytes[5]
+        let expected: Int
+        switch protection {
+        case 0: expected = plainCount
+        case 1: expected = protectedCount
+        default: throw VaultError(.corrupt, subject: path, reason: "unknown protection kind \(protection) at offset 5")
+        }
+        guard bytes.count == expected else {
+            throw VaultError(.corrupt, subject: path, reason: "root key file is \(bytes.count) bytes, expected \(expected): truncated or extended")
+        }
+        let body = Array(bytes[0..<(expected - checksumCount)])
+        guard constantTimeEquals(try SHA256.hash(body), Array(bytes[(expected - checksumCount)...])) else {
+            throw VaultError(.corrupt, subject: path, reason: "root key file checksum does not match: the file was changed or damaged")
+        }
+        if protection == 0 {
+            return (SecretBytes(copying: bytes[headerCount..<(headerCount + 32)]), false)
+        }
+        guard let passphrase else {
+            throw VaultError(.passphraseRequired, subject: path, reason: "the root key is passphrase-protected; give --passphrase-file")
+        }
+        let logN = bytes[headerCount], r = bytes[headerCount + 1], p = bytes[headerCount + 2]
+        guard (1...22).contains(logN), r >= 1, p >= 1 else {
+            throw VaultError(.corrupt, subject: path, reason: "scrypt parameters out of range (log2 N \(logN), r \(r), p \(p))")
+        }
+        let salt = Array(bytes[(headerCount + 4)..<(headerCount + 36)])
+        let wrapped = Array(bytes[(headerCount + 36)..<(headerCount + 76)])
+        let wrappingKey = try PasswordKDF.scrypt(passphrase: passphrase, salt: salt,
+                                                 parameters: .init(n: 1 << UInt64(logN), r: UInt32(r), p: UInt32(p)), outputByteCount: 32)
+        do {
+            return (try AESKeyWrap.unwrapWithPadding(wrapped, kek: wrappingKey), true)
+        } catch let error as CryptoError where error.code == .authenticationFailure {
+            throw VaultError(.wrongPassphrase, subject: path, reason: "the passphrase does not open this root key")
+        }
+    }
+}

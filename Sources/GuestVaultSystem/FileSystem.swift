@@ -1,0 +1,133 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Durable, permission-aware file operations.
+public enum FileSystem {
+    /// Mode for files that hold secrets or state.
+    public static let privateFileMode: UInt32 = 0o600
+    /// Mode for directories that hold them.
+    public static let privateDirectoryMode: UInt32 = 0o700
+
+    /// Writes `bytes` to `path` so that after a crash at any instant the path holds
+    /// either its old content or all of the new content:
+    /// write a temporary file in the same directory (created `mode`), fsync it, rename
+    /// it over `path`, fsync the directory.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: UInt32 = privateFileMode) throws {
+        let directory = parentDirectory(of: path)
+        let temporary = "\(path).tmp-\(Syscalls.currentPID)-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = try Syscalls.open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
+        do {
+            // The umask may have narrowed the mode; it must not have widened it.
+            _ = fchmod(fd, mode)
+            try bytes.withUnsafeBytes { try Syscalls.pwriteAll(fd, $0, at: 0, path: temporary) }
+            try Syscalls.fsync(fd, path: temporary)
+            Syscalls.close(fd)
+        } catch {
+            Syscalls.close(fd)
+            try? Syscalls.unlink(temporary)
+            throw error
+        }
+        do {
+            try Syscalls.rename(temporary, path)
+        } catch {
+            try? Syscalls.unlink(temporary)
+            throw error
+        }
+        try syncDirectory(directory)
+    }
+
+    /// Reads a whole file, refusing one larger than `limit` bytes.
+    public static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
+        let fd = try Syscalls.open(path, O_RDONLY, 0)
+        defer { Syscalls.close(fd) }
+        let info = try Syscalls.fstat(fd, path: path)
+        guard Int(info.st_size) <= limit else {
+            throw SystemError("read (file larger than \(limit) bytes)", path: path, errno: EFBIG)
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
+        let count = try bytes.withUnsafeMutableBytes { try Syscalls.preadAll(fd, $0, at: 0, path: path) }
+        bytes.removeSubrange(count...)
+        return bytes
+    }
+
+    /// Creates `path` as a directory with `mode` (0700 by default) if it does not exist.
+    /// Returns true if it was created.
+    @discardableResult
+    public static func createDirectory(_ path: String, mode: UInt32 = privateDirectoryMode) throws -> Bool {
+        do {
+            try Syscalls.mkdir(path, mode)
+            try Syscalls.chmod(path, mode)
+            try syncDirectory(parentDirectory(of: path))
+            return true
+        } catch let error as SystemError where error.errno == EEXIST {
+            return false
+        }
+    }
+
+    /// fsyncs a directory, making renames and creations in it durable.
+    public static func syncDirectory(_ path: String) throws {
+        let fd = try Syscalls.open(path, O_RDONLY | O_DIRECTORY, 0)
+        defer { Syscalls.close(fd) }
+        try Syscalls.fsync(fd, path: path)
+    }
+
+    /// Whether something exists at `path` (without following a final symlink).
+    public static func exists(_ path: String) -> Bool {
+        (try? Syscalls.lstatPath(path)) != nil
+    }
+
+    /// Whether `path` is a directory.
+    public static func isDirectory(_ path: String) -> Bool {
+        guard let info = try? Syscalls.statPath(path) else { return false }
+        return info.st_mode & S_IFMT == S_IFDIR
+    }
+
+    /// Permission bits and owner of `path`.
+    public static func permissions(_ path: String) throws -> (mode: UInt32, owner: UInt32) {
+        let info = try Syscalls.statPath(path)
+        return (info.st_mode & 0o7777, info.st_uid)
+    }
+
+    /// Removes a file; a missing file is not an error.
+    public static func removeFile(_ path: String) throws {
+        do { try Syscalls.unlink(path) } catch let error as SystemError where error.isNotFound {}
+    }
+
+    /// The current user's id.
+    public static var currentUser: UInt32 { Syscalls.currentUID }
+
+    /// The directory part of `path` ("." for a bare name).
+    public static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        if slash == path.startIndex { return "/" }
+        return String(path[..<slash])
+    }
+
+    /// `component` appended to `directory`.
+    public static func join(_ directory: String, _ component: String) -> String {
+        directory.hasSuffix("/") ? directory + component : directory + "/" + component
+    }
+}
+
+extension FileSystem {
+    /// Sets the permission bits of `path`.
+    public static func setMode(_ path: String, _ mode: UInt32) throws {
+        try Syscalls.chmod(path, mode_t(mode))
+    }
+}
+
+extension FileSystem {
+    /// Renames `from` to `to`, replacing `to` atomically.
+    public static func rename(_ from: String, to: String) throws {
+        try Syscalls.rename(from, to)
+    }
+}
+
+extension FileSystem {
+    /// Makes `to` a new name of the file at `from`, failing (EEXIST) if `to` exists:
+    /// a rename that never replaces.
+    public static func link(_ from: String, to: String) throws {
+        if Glibc.link(from, to) != 0 { throw SystemError("link to \(to)", path: from, errno: errno) }
+    }
+}

@@ -1,0 +1,82 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An open file descriptor, closed when the value is released. Reads and writes are
+/// positional (pread/pwrite) and complete or throw.
+public final class OpenFile: @unchecked Sendable {
+    public let path: String
+    let fd: Int32
+
+    public enum Mode: Sendable { case readOnly, readWrite }
+
+    /// Opens an existing file.
+    public init(path: String, mode: Mode) throws {
+        self.path = path
+        fd = try Syscalls.open(path, mode == .readOnly ? O_RDONLY : O_RDWR, 0)
+    }
+
+    /// Creates a new file (fails if it exists) with `permissions`.
+    public init(creating path: String, permissions: UInt32 = FileSystem.privateFileMode) throws {
+        self.path = path
+        fd = try Syscalls.open(path, O_RDWR | O_CREAT | O_EXCL, permissions)
+        _ = fchmod(fd, permissions)
+    }
+
+    deinit { Syscalls.close(fd) }
+
+    /// The file's current size.
+    public func size() throws -> Int64 {
+        Int64(try Syscalls.fstat(fd, path: path).st_size)
+    }
+
+    /// Reads up to `count` bytes at `offset` (fewer only at end of file).
+    public func read(at offset: Int64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = try bytes.withUnsafeMutableBytes { try Syscalls.preadAll(fd, $0, at: offset, path: path) }
+        if n < count { bytes.removeSubrange(n...) }
+        return bytes
+    }
+
+    /// Reads into `buffer` at `offset`, returning how many bytes were read.
+    public func read(into buffer: inout [UInt8], at offset: Int64) throws -> Int {
+        try buffer.withUnsafeMutableBytes { try Syscalls.preadAll(fd, $0, at: offset, path: path) }
+    }
+
+    /// Reads up to `count` bytes at `offset` into the start of `buffer` (which must hold
+    /// them), returning how many were read.
+    public func read(into buffer: inout [UInt8], at offset: Int64, count: Int) throws -> Int {
+        precondition(count <= buffer.count)
+        return try buffer.withUnsafeMutableBytes {
+            try Syscalls.preadAll(fd, UnsafeMutableRawBufferPointer(rebasing: $0[0..<count]), at: offset, path: path)
+        }
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    public func write(_ bytes: [UInt8], at offset: Int64) throws {
+        try bytes.withUnsafeBytes { try Syscalls.pwriteAll(fd, $0, at: offset, path: path) }
+    }
+
+    /// Writes a slice at `offset`.
+    public func write(_ bytes: ArraySlice<UInt8>, at offset: Int64) throws {
+        try bytes.withUnsafeBytes { try Syscalls.pwriteAll(fd, $0, at: offset, path: path) }
+    }
+
+    /// Makes written data durable (data and the size, not other metadata).
+    public func syncData() throws { try Syscalls.fdatasync(fd, path: path) }
+
+    /// Makes data and all metadata durable.
+    public func sync() throws { try Syscalls.fsync(fd, path: path) }
+
+    /// Sets the file's length.
+    public func truncate(to length: Int64) throws { try Syscalls.ftruncate(fd, length, path: path) }
+
+    /// Takes a whole-file lock held as long as this descriptor is open. Returns false if
+    /// another open file (in this or another process) holds a conflicting lock.
+    public func tryLock(exclusive: Bool = true) throws -> Bool {
+        try Syscalls.tryLock(fd, exclusive: exclusive, path: path)
+    }
+
+    /// The raw descriptor, for passing to another process or a system API.
+    public var descriptor: Int32 { fd }
+}

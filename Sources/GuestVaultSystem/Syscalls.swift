@@ -1,0 +1,131 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every raw system call GuestVault makes goes through this file, so there is one place
+/// to audit: retries on EINTR, short reads and writes, and errno.
+enum Syscalls {
+    /// F_OFD_SETLK and F_OFD_GETLK (Linux 3.15+); Glibc exposes them only with _GNU_SOURCE.
+    static let fOFDSetLock: Int32 = 37
+    static let fOFDGetLock: Int32 = 36
+
+    static func retrying(_ body: () -> Int32) -> Int32 {
+        while true {
+            let result = body()
+            if result == -1 && errno == EINTR { continue }
+            return result
+        }
+    }
+
+    static func open(_ path: String, _ flags: Int32, _ mode: mode_t) throws -> Int32 {
+        let fd = retrying { Glibc.open(path, flags | O_CLOEXEC, mode) }
+        if fd < 0 { throw SystemError("open", path: path, errno: errno) }
+        return fd
+    }
+
+    static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    static func pwriteAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = Glibc.pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("write", path: path, errno: errno)
+            }
+            done += n
+        }
+    }
+
+    static func preadAll(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("read", path: path, errno: errno)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    static func fsync(_ fd: Int32, path: String) throws {
+        if retrying({ Glibc.fsync(fd) }) != 0 { throw SystemError("fsync", path: path, errno: errno) }
+    }
+
+    static func fdatasync(_ fd: Int32, path: String) throws {
+        if retrying({ Glibc.fdatasync(fd) }) != 0 { throw SystemError("fdatasync", path: path, errno: errno) }
+    }
+
+    static func fstat(_ fd: Int32, path: String) throws -> Glibc.stat {
+        var info = Glibc.stat()
+        if Glibc.fstat(fd, &info) != 0 { throw SystemError("stat", path: path, errno: errno) }
+        return info
+    }
+
+    static func statPath(_ path: String) throws -> Glibc.stat {
+        var info = Glibc.stat()
+        if fstatat(AT_FDCWD, path, &info, 0) != 0 { throw SystemError("stat", path: path, errno: errno) }
+        return info
+    }
+
+    static func lstatPath(_ path: String) throws -> Glibc.stat {
+        var info = Glibc.stat()
+        if fstatat(AT_FDCWD, path, &info, AT_SYMLINK_NOFOLLOW) != 0 { throw SystemError("stat", path: path, errno: errno) }
+        return info
+    }
+
+    static func rename(_ from: String, _ to: String) throws {
+        if Glibc.rename(from, to) != 0 { throw SystemError("rename to \(to)", path: from, errno: errno) }
+    }
+
+    static func unlink(_ path: String) throws {
+        if Glibc.unlink(path) != 0 { throw SystemError("remove", path: path, errno: errno) }
+    }
+
+    static func mkdir(_ path: String, _ mode: mode_t) throws {
+        if Glibc.mkdir(path, mode) != 0 { throw SystemError("create directory", path: path, errno: errno) }
+    }
+
+    static func chmod(_ path: String, _ mode: mode_t) throws {
+        if Glibc.chmod(path, mode) != 0 { throw SystemError("chmod", path: path, errno: errno) }
+    }
+
+    static func ftruncate(_ fd: Int32, _ length: Int64, path: String) throws {
+        if retrying({ Glibc.ftruncate(fd, off_t(length)) }) != 0 { throw SystemError("truncate", path: path, errno: errno) }
+    }
+
+    /// An open file description lock (F_OFD_SETLK): whole file, write or read.
+    /// Returns false if another process or open file holds a conflicting lock.
+    static func tryLock(_ fd: Int32, exclusive: Bool, path: String) throws -> Bool {
+        var lock = flock()
+        lock.l_type = Int16(exclusive ? F_WRLCK : F_RDLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        lock.l_start = 0
+        lock.l_len = 0
+        lock.l_pid = 0
+        let result = retrying { fcntl(fd, fOFDSetLock, &lock) }
+        if result == 0 { return true }
+        if errno == EAGAIN || errno == EACCES { return false }
+        throw SystemError("lock", path: path, errno: errno)
+    }
+
+    /// The pid holding a conflicting lock, if the kernel tells (F_OFD_GETLK reports -1
+    /// for OFD locks; classic locks report the pid).
+    static func lockHolder(_ fd: Int32) -> Int32? {
+        var lock = flock()
+        lock.l_type = Int16(F_WRLCK)
+        lock.l_whence = Int16(SEEK_SET)
+        if fcntl(fd, F_GETLK, &lock) == 0, lock.l_type != Int16(F_UNLCK), lock.l_pid > 0 {
+            return lock.l_pid
+        }
+        return nil
+    }
+
+    static var currentUID: uid_t { getuid() }
+    static var currentPID: Int32 { getpid() }
+}

@@ -1,0 +1,241 @@
+import ArgumentParser
+import Foundation
+import GuestVaultCrypto
+import GuestVaultKeys
+import GuestVaultState
+
+struct Create: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a sealed guest state container for a VM.",
+        discussion: """
+            The container gets a random guest state protection key (DEK), wrapped under the
+            VM's key-encryption key from the vault. Add a recovery slot for another X25519
+            key (for example another vault's `guestvault vault recipient`) with
+            --recovery-recipient.
+
+            Example:
+              guestvault create --vault /var/lib/guestvault/vault --vm 6f1d2c3b-4a59-4e68-8d7c-0b1a2f3e4d5c vm1.state
+            """)
+
+    @OptionGroup var vault: VaultOptions
+
+    @Option(help: ArgumentHelp("The VM's UUID; the container is bound to it.", valueName: "uuid"))
+    var vm: String
+
+    @Option(help: ArgumentHelp("Also wrap the key for this X25519 public key (hex), e.g. a recovery vault's.", valueName: "hex"))
+    var recoveryRecipient: [String] = []
+
+    @Argument(help: ArgumentHelp("The container file to create.", valueName: "state"))
+    var state: String
+
+    @Flag(help: "Print the new container's metadata as JSON.")
+    var json = false
+
+    func run() throws {
+        guard let vmID = UUID(uuidString: vm) else { throw ValidationError("--vm \(vm) is not a UUID") }
+        let recipients = try recoveryRecipient.map { hex -> X25519.PublicKey in
+            guard let bytes = bytes(fromHex: hex), bytes.count == 32 else { throw ValidationError("--recovery-recipient must be 64 hex digits") }
+            return try X25519.PublicKey(rawRepresentation: bytes)
+        }
+        let container = try GuestStateContainer.create(
+            at: state, vm: vmID, vault: vault.open(),
+            extraSlots: recipients.map { recipient in { dek in try .wrapForRecipient(dek, recipient: recipient, vm: vmID) } })
+        if json { try printJSON(container.info) } else {
+            print("Created \(state) for VM \(vmID.uuidString.lowercased()), generation \(container.generation), \(container.slots.slots.count) key slot(s)")
+        }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a container's metadata without any keys: VM, generation, entries, key slots.",
+        discussion: "Nothing here is authenticated until the container is unlocked; `guestvault list --vault DIR` checks it.")
+
+    @Argument(help: ArgumentHelp("The container file.", valueName: "state"))
+    var state: String
+
+    @Flag(help: "Print as JSON.")
+    var json = false
+
+    func run() throws {
+        let info = try GuestStateContainer.open(at: state).info
+        if json { try printJSON(info); return }
+        print("container    \(info.path)")
+        print("VM           \(info.vm.uuidString.lowercased())")
+        print("container id \(info.containerID)")
+        print("generation   \(info.generation)")
+        print("created      \(Date(timeIntervalSince1970: TimeInterval(info.created)))")
+        print("committed    \(Date(timeIntervalSince1970: TimeInterval(info.committed)))")
+        print("file         \(formatBytes(UInt64(info.fileSize))) (\(formatBytes(UInt64(info.liveBytes))) live)")
+        print("key slots    \(info.slots.count)")
+        for slot in info.slots { print("  \(slot.index): \(slot.detail)") }
+        print("entries      \(info.entries.count)")
+        for entry in info.entries {
+            print("  \(entry.name.padding(toLength: 16, withPad: " ", startingAt: 0)) \(entry.kind.padding(toLength: 6, withPad: " ", startingAt: 0)) \(formatBytes(entry.size)) (sealed at generation \(entry.sealedGeneration))")
+        }
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List a container's entries; with --vault, unlock it first so the list is authenticated.")
+
+    @OptionGroup var vault: VaultOptions
+
+    @Argument(help: ArgumentHelp("The container file.", valueName: "state"))
+    var state: String
+
+    @Flag(help: "Print as JSON.")
+    var json = false
+
+    func run() throws {
+        let container = try GuestStateContainer.open(at: state)
+        var verified = false
+        if vault.vaultPath != nil || ProcessInfo.processInfo.environment["GUESTVAULT_VAULT"] != nil {
+            try container.unlock(with: UnlockCredentials(vault: vault.open()))
+            verified = true
+        }
+        let entries = container.info.entries
+        if json {
+            struct Listing: Encodable { let generation: UInt64; let verified: Bool; let entries: [EntryInfo] }
+            try printJSON(Listing(generation: container.generation, verified: verified, entries: entries))
+            return
+        }
+        for entry in entries {
+            print("\(entry.name)\t\(entry.kind)\t\(entry.size)")
+        }
+        if !verified {
+            FileHandle.standardError.write(Data("note: not authenticated; pass --vault DIR to check the list\n".utf8))
+        }
+    }
+}
+
+struct Put: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Seal a file (or standard input) into a container entry and commit.",
+        discussion: """
+            Inputs up to 16 MiB become one sealed blob; larger ones a sealed stream of 1 MiB
+            chunks, sealed in parallel with constant memory.
+
+            Examples:
+              guestvault put --vault DIR vm1.state uefi.nvram OVMF_VARS.fd
+              cat runtime.bin | guestvault put --vault DIR vm1.state vm.runtime -
+            """)
+
+    @OptionGroup var vault: VaultOptions
+
+    @Argument(help: ArgumentHelp("The container file.", valueName: "state"))
+    var state: String
+
+    @Argument(help: ArgumentHelp("The entry name, e.g. uefi.nvram.", valueName: "name"))
+    var name: String
+
+    @Argument(help: ArgumentHelp("The input file, or - for standard input (the default).", valueName: "file"))
+    var file: String?
+
+    static let blobLimit = 16 << 20
+
+    func run() throws {
+        let container = try GuestStateContainer.open(at: state, access: .readWrite)
+        try container.unlock(with: UnlockCredentials(vault: vault.open()))
+        let source = try ByteSource(file)
+        // Read up to the blob limit; if the input ends there it is a blob.
+        var head: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while head.count <= Self.blobLimit {
+            let n = try source.read(into: &buffer)
+            if n == 0 { break }
+            head += buffer[0..<n]
+        }
+        if head.count <= Self.blobLimit {
+            try container.write(name, head)
+        } else {
+            var prefix = head[...]
+            try container.writeStream(name) { out in
+                if !prefix.isEmpty {
+                    let n = min(out.count, prefix.count)
+                    out.replaceSubrange(0..<n, with: prefix.prefix(n))
+                    prefix = prefix.dropFirst(n)
+                    return n
+                }
+                return try source.read(into: &out)
+            }
+        }
+        let generation = try container.commit()
+        FileHandle.standardError.write(Data("sealed \(name) into \(state), generation \(generation)\n".utf8))
+    }
+}
+
+struct Get: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open a container entry to a file (or standard output).",
+        discussion: "A file output appears (mode 0600) only once the whole entry has verified.")
+
+    @OptionGroup var vault: VaultOptions
+
+    @Argument(help: ArgumentHelp("The container file.", valueName: "state"))
+    var state: String
+
+    @Argument(help: ArgumentHelp("The entry name.", valueName: "name"))
+    var name: String
+
+    @Argument(help: ArgumentHelp("The output file, or - for standard output (the default).", valueName: "file"))
+    var file: String?
+
+    @Flag(help: "Open even if the vault has seen a newer generation of this VM (an older copy was put back).")
+    var allowRollback = false
+
+    func run() throws {
+        let container = try GuestStateContainer.open(at: state)
+        try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+        let sink = try ByteSink(file)
+        do {
+            try container.readStream(name) { try sink.write($0) }
+            try sink.finish()
+        } catch {
+            sink.abandon()
+            throw error
+        }
+    }
+}
+
+struct Rekey: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Rotate a container's keys: the VM's KEK epoch (default) or, with --dek, the DEK itself.",
+        discussion: """
+            Without --dek, the vault slots are re-wrapped under the VM's KEK at a new epoch;
+            the sealed entries are not touched. With --dek, a new random DEK replaces the old
+            one and every entry is re-encrypted into a new file that replaces the old one
+            atomically; passphrase slots are dropped (add them again afterwards).
+            """)
+
+    @OptionGroup var vault: VaultOptions
+
+    @Argument(help: ArgumentHelp("The container file.", valueName: "state"))
+    var state: String
+
+    @Flag(help: "Replace the DEK and re-encrypt every entry.")
+    var dek = false
+
+    @Option(help: ArgumentHelp("The new KEK epoch (default: the current one plus one).", valueName: "n"))
+    var epoch: UInt32?
+
+    func run() throws {
+        let keyVault = try vault.open()
+        let container = try GuestStateContainer.open(at: state, access: .readWrite)
+        try container.unlock(with: UnlockCredentials(vault: keyVault))
+        if dek {
+            let generation = try container.rotateDEK()
+            print("Replaced the DEK of \(state) and re-encrypted \(container.entryNames.count) entries; generation \(generation)")
+        } else {
+            let current = container.slots.slots.compactMap { slot -> UInt32? in
+                if case .vault(let id, let epoch, _) = slot, id == keyVault.rootKeyID { return epoch }
+                return nil
+            }.max() ?? 0
+            let target = epoch ?? current + 1
+            guard target != current else { throw ValidationError("the vault slots are already at epoch \(target)") }
+            let generation = try container.rotateKEK(to: target)
+            print("Re-wrapped the key of \(state) under KEK epoch \(target); generation \(generation)")
+        }
+    }
+}
