@@ -71,7 +71,7 @@ let package = Package(
         // MARK: Virtual TPM over libtpms.
         .target(
             name: "GuestVaultTPM",
-            dependencies: ["CLibTPMS", "GuestVaultCrypto"],
+            dependencies: ["CLibTPMS", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -125,7 +125,8 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultTPMTests",
-            dependencies: ["GuestVaultTPM"],
+            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
+                           "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
         .testTarget(
