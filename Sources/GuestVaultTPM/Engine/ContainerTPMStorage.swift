@@ -1,0 +1,59 @@
+public import GuestVaultState
+import Synchronization
+
+/// TPM state kept in an unlocked, writable guest state container: each store writes
+/// the entry and commits (one write and one fdatasync) before returning.
+public final class ContainerTPMStorage: TPMStateStorage {
+    private let container: Mutex<GuestStateContainer>
+    private let commitCount = Atomic<Int>(0)
+
+    /// Durable commits made for the TPM (one per NV change).
+    public var commits: Int { commitCount.load(ordering: .relaxed) }
+
+    public init(container: sending GuestStateContainer) {
+        self.container = Mutex(container)
+    }
+
+    /// The container's metadata now.
+    public var info: ContainerInfo { container.withLock { $0.info } }
+
+    /// Waits until the vault's rollback counter has caught up with the last commit.
+    public func flush() throws { try container.withLock { try $0.flush() } }
+
+    public func load(_ blob: TPMStateBlob) throws -> [UInt8]? {
+        try container.withLock { c in
+            c.entryNames.contains(blob.entryName) ? try c.read(blob.entryName) : nil
+        }
+    }
+
+    public func store(_ blob: TPMStateBlob, _ bytes: [UInt8]) throws {
+        try container.withLock { c in
+            try c.write(blob.entryName, bytes)
+            try c.commit()
+        }
+        commitCount.add(1, ordering: .relaxed)
+    }
+
+    public func delete(_ blob: TPMStateBlob) throws {
+        try container.withLock { c in
+            guard c.entryNames.contains(blob.entryName) else { return }
+            try c.remove(blob.entryName)
+            try c.commit()
+        }
+        commitCount.add(1, ordering: .relaxed)
+    }
+}
+
+/// TPM state in memory only (manufacture scratch, validation, benchmarks).
+public final class MemoryTPMStorage: TPMStateStorage {
+    private let blobs = Mutex<[TPMStateBlob: [UInt8]]>([:])
+
+    public init(_ initial: [TPMStateBlob: [UInt8]] = [:]) {
+        blobs.withLock { $0 = initial }
+    }
+
+    public func load(_ blob: TPMStateBlob) throws -> [UInt8]? { blobs.withLock { $0[blob] } }
+    public func store(_ blob: TPMStateBlob, _ bytes: [UInt8]) throws { blobs.withLock { $0[blob] = bytes } }
+    public func delete(_ blob: TPMStateBlob) throws { _ = blobs.withLock { $0.removeValue(forKey: blob) } }
+    public var snapshot: [TPMStateBlob: [UInt8]] { blobs.withLock { $0 } }
+}
