@@ -100,3 +100,40 @@ import Testing
         }
     }
 }
+
+@Suite struct ManufactureTests {
+    @Test func manufactureWithEndorsementKeys() throws {
+        let dir = TemporaryDirectory("manufacture")
+        let vault = try KeyVault.createFileVault(at: dir.file("vault"))
+        let report = try EngineGate.run {
+            let container = try GuestStateContainer.create(at: dir.file("vm.state"), vm: UUID(), vault: vault)
+            return try TPMManufacturer.manufacture(into: container, options: .init(createEndorsementKeys: true, issueCertificate: { key in
+                // A stand-in certificate: the test only checks it lands in NV.
+                switch key {
+                case .rsa(let modulus, _): return [0x30] + Array(modulus.prefix(40))
+                case .ecc(_, let x, _): return [0x30] + x
+                }
+            }))
+        }
+        #expect(report.rsaEKPersistentHandle == 0x8101_0001 && report.eccEKPersistentHandle == 0x8101_0002)
+        #expect(report.permanentStateBytes > 1000)
+        try EngineGate.run {
+            let container = try GuestStateContainer.open(at: dir.file("vm.state"), access: .readWrite)
+            try container.unlock(with: UnlockCredentials(vault: vault))
+            let engine = try TPMEngine.start(storage: ContainerTPMStorage(container: container))
+            try engine.startup()
+            let rsa = try TPMPublicKey(publicArea: engine.readPublic(EKTemplates.rsaPersistentHandle))
+            let ecc = try TPMPublicKey(publicArea: engine.readPublic(EKTemplates.eccPersistentHandle))
+            guard case .rsa(let modulus, let exponent) = rsa, case .ecc(let curve, let x, let y) = ecc else {
+                Issue.record("wrong key types"); return
+            }
+            #expect(modulus.count == 256 && exponent == 65537)
+            #expect(curve == TPMConstant.eccNistP256 && x.count == 32 && y.count == 32)
+            #expect(try engine.nvRead(EKTemplates.rsaCertificateIndex, size: 41) == [0x30] + Array(modulus.prefix(40)))
+            #expect(try engine.nvRead(EKTemplates.eccCertificateIndex, size: 33) == [0x30] + x)
+            // Only the SHA-256 bank is active.
+            #expect(try engine.pcrRead(0).count == 32)
+            try engine.stop()
+        }
+    }
+}
