@@ -184,6 +184,22 @@ enum LibTPMSBridge {
         return (size, minimum, maximum)
     }
 
+    static func hashStart() throws { try check(TPM_IO_Hash_Start(), "TPM_IO_Hash_Start") }
+
+    static func hashData(_ bytes: [UInt8]) throws {
+        try check(bytes.withUnsafeBufferPointer { TPM_IO_Hash_Data($0.baseAddress, UInt32($0.count)) }, "TPM_IO_Hash_Data")
+    }
+
+    static func hashEnd() throws { try check(TPM_IO_Hash_End(), "TPM_IO_Hash_End") }
+
+    static func establishedBit() throws -> Bool {
+        var bit: TPM_BOOL = 0
+        try check(TPM_IO_TpmEstablished_Get(&bit), "TPM_IO_TpmEstablished_Get")
+        return bit != 0
+    }
+
+    static func resetEstablishedBit() throws { try check(TPM_IO_TpmEstablished_Reset(), "TPM_IO_TpmEstablished_Reset") }
+
     static func info(_ flags: UInt32) -> String {
         guard let text = TPMLIB_GetInfo(TPMLIB_InfoFlags(rawValue: flags)) else { return "{}" }
         defer { free(text) }

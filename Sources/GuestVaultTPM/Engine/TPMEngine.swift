@@ -101,6 +101,27 @@ public final class TPMEngine: Sendable {
         }
     }
 
+    /// The TIS hash sequence (locality 4 measurements: CMD_HASH_START/DATA/END).
+    public func hashStart() throws { try whileRunning { try LibTPMSBridge.hashStart() } }
+    public func hashData(_ bytes: [UInt8]) throws { try whileRunning { try LibTPMSBridge.hashData(bytes) } }
+    public func hashEnd() throws { try whileRunning { try LibTPMSBridge.hashEnd() } }
+
+    /// The TPM established bit, and its reset (locality 3 or 4).
+    public func establishedBit() throws -> Bool { try whileRunning { try LibTPMSBridge.establishedBit() } }
+    public func resetEstablishedBit(locality: UInt8) throws {
+        try whileRunning {
+            LibTPMSBridge.CallbackContext.shared.locality.store(UInt32(locality), ordering: .relaxed)
+            try LibTPMSBridge.resetEstablishedBit()
+        }
+    }
+
+    private func whileRunning<T>(_ body: () throws -> T) throws -> T {
+        try running.withLock { buffer in
+            guard buffer != nil else { throw TPMEngineError(.notRunning, "the TPM is stopped") }
+            return try body()
+        }
+    }
+
     /// Sets the largest TPM command/response size; returns (size, minimum, maximum).
     public static func setBufferSize(_ wanted: UInt32) -> (size: UInt32, min: UInt32, max: UInt32) {
         LibTPMSBridge.setBufferSize(wanted)

@@ -3,6 +3,7 @@ import Foundation
 import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultState
+import GuestVaultTPM
 
 struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,11 +26,21 @@ struct Create: ParsableCommand {
     @Option(help: ArgumentHelp("Also wrap the key for this X25519 public key (hex), e.g. a recovery vault's.", valueName: "hex"))
     var recoveryRecipient: [String] = []
 
+    @Flag(help: "Manufacture a TPM 2.0 in the container (SHA-256 PCR bank), as swtpm_setup does.")
+    var tpm = false
+
+    @Flag(help: "With --tpm: create the RSA-2048 and ECC P-256 endorsement keys (TCG default templates) at 0x81010001 and 0x81010002, with certificates from the vault's host CA in NV 0x01C00002 and 0x01C0000A.")
+    var ek = false
+
     @Argument(help: ArgumentHelp("The container file to create.", valueName: "state"))
     var state: String
 
     @Flag(help: "Print the new container's metadata as JSON.")
     var json = false
+
+    func validate() throws {
+        if ek && !tpm { throw ValidationError("--ek goes with --tpm") }
+    }
 
     func run() throws {
         guard let vmID = UUID(uuidString: vm) else { throw ValidationError("--vm \(vm) is not a UUID") }
@@ -37,11 +48,32 @@ struct Create: ParsableCommand {
             guard let bytes = bytes(fromHex: hex), bytes.count == 32 else { throw ValidationError("--recovery-recipient must be 64 hex digits") }
             return try X25519.PublicKey(rawRepresentation: bytes)
         }
+        let keyVault = try vault.open()
         let container = try GuestStateContainer.create(
-            at: state, vm: vmID, vault: vault.open(),
+            at: state, vm: vmID, vault: keyVault,
             extraSlots: recipients.map { recipient in { dek in try .wrapForRecipient(dek, recipient: recipient, vm: vmID) } })
-        if json { try printJSON(container.info) } else {
+        var manufactured: TPMManufacturer.Report?
+        if tpm {
+            do {
+                manufactured = try TPMManufacturer.manufacture(
+                    into: container, options: .init(createEndorsementKeys: ek, issueCertificate: ek ? try EKCertificates.issuer(vault: keyVault, vm: vmID) : nil))
+            } catch {
+                // Nothing half-made: the container goes if its TPM could not be made.
+                try? FileManager.default.removeItem(atPath: state)
+                throw error
+            }
+        }
+        if json {
+            struct Created: Encodable { let container: ContainerInfo; let tpm: TPMManufacturer.Report? }
+            try printJSON(Created(container: container.info, tpm: manufactured))
+        } else {
             print("Created \(state) for VM \(vmID.uuidString.lowercased()), generation \(container.generation), \(container.slots.slots.count) key slot(s)")
+            if let manufactured {
+                print(String(format: "  TPM 2.0 manufactured in %.1f ms (%d bytes of permanent state)", manufactured.milliseconds, manufactured.permanentStateBytes))
+                if ek {
+                    print("  EKs: RSA-2048 at 0x81010001, ECC P-256 at 0x81010002; certificates in NV 0x01C00002 (\(manufactured.rsaCertificateBytes ?? 0) bytes) and 0x01C0000A (\(manufactured.eccCertificateBytes ?? 0) bytes)")
+                }
+            }
         }
     }
 }

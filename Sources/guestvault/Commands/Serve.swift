@@ -1,0 +1,87 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import GuestVaultKeys
+import GuestVaultState
+import GuestVaultSystem
+import GuestVaultTPM
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a VM's vTPM from its sealed container, speaking swtpm's socket interface.",
+        discussion: """
+            One process serves one VM, as swtpm does. The data channel (--server) carries TPM
+            commands; the control channel (--ctrl) swtpm's control commands, including
+            SET_DATAFD with the descriptor passed over a Unix socket, so QEMU and tpm2-tools
+            work unchanged. Every NV write is committed to the container before the TPM
+            answers. SIGTERM (or SIGINT) stores the volatile state, commits, and exits 0.
+
+            Examples:
+              guestvault serve --vault DIR vm1.state --ctrl unix:/run/vm1-tpm.sock
+                  (QEMU: -chardev socket,id=chrtpm,path=/run/vm1-tpm.sock
+                         -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0)
+              guestvault serve --vault DIR vm1.state --server tcp:127.0.0.1:2321 \\
+                  --ctrl tcp:127.0.0.1:2322 --flags not-need-init,startup-clear
+                  (tpm2-tools: TPM2TOOLS_TCTI=swtpm:host=127.0.0.1,port=2321)
+            """)
+
+    @OptionGroup var vault: VaultOptions
+
+    @Argument(help: ArgumentHelp("The container with the VM's TPM (made with `guestvault create --tpm`).", valueName: "state"))
+    var state: String
+
+    @Option(help: ArgumentHelp("The TPM data channel: tcp:HOST:PORT or unix:PATH (optional with QEMU, which passes it over --ctrl).", valueName: "address"))
+    var server: String?
+
+    @Option(help: ArgumentHelp("The control channel: tcp:HOST:PORT or unix:PATH.", valueName: "address"))
+    var ctrl: String
+
+    @Option(help: ArgumentHelp("Comma-separated: not-need-init (start the TPM without CMD_INIT), startup-clear (send TPM2_Startup(CLEAR)).", valueName: "flags"))
+    var flags: String = ""
+
+    @Flag(help: "Open even if the vault has seen a newer generation of this VM.")
+    var allowRollback = false
+
+    @Flag(help: "Log control commands and errors to standard error.")
+    var verbose = false
+
+    func run() throws {
+        guard let control = StreamSocket.Address(ctrl) else { throw ValidationError("--ctrl \(ctrl) is not tcp:HOST:PORT or unix:PATH") }
+        let data = try server.map { text -> StreamSocket.Address in
+            guard let address = StreamSocket.Address(text) else { throw ValidationError("--server \(text) is not tcp:HOST:PORT or unix:PATH") }
+            return address
+        }
+        let flagSet = Set(flags.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let unknown = flagSet.subtracting(["not-need-init", "startup-clear", ""])
+        guard unknown.isEmpty else { throw ValidationError("unknown --flags: \(unknown.sorted().joined(separator: ", "))") }
+
+        let container = try GuestStateContainer.open(at: state, access: .readWrite)
+        try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+        guard container.entryNames.contains(EntryName.tpmPermanent) else {
+            throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
+        }
+        let storage = ContainerTPMStorage(container: container)
+        let verbose = self.verbose
+        let server = try TPMServer(
+            storage: storage,
+            configuration: .init(dataAddress: data, controlAddress: control,
+                                 notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear")),
+            log: { message in if verbose { FileHandle.standardError.write(Data("guestvault serve: \(message)\n".utf8)) } })
+
+        signal(SIGTERM, SIG_IGN)
+        signal(SIGINT, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let queue = DispatchQueue(label: "guestvault.signals")
+        let sources = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: queue) }
+        for source in sources {
+            source.setEventHandler { server.requestStop() }
+            source.resume()
+        }
+        if verbose {
+            FileHandle.standardError.write(Data("guestvault serve: \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")\n".utf8))
+        }
+        try server.run()
+        try storage.flush()
+        for source in sources { source.cancel() }
+    }
+}
