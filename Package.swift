@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "GuestVaultKeys", targets: ["GuestVaultKeys"]),
         .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
+        .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
     ],
     dependencies: [
@@ -68,6 +69,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: Transfer: the encrypted, authenticated framing that moves sealed state.
+        .target(
+            name: "GuestVaultTransfer",
+            dependencies: ["GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
+            swiftSettings: strict
+        ),
+
         // MARK: Virtual TPM over libtpms.
         .target(
             name: "GuestVaultTPM",
@@ -84,6 +92,7 @@ let package = Package(
                 "GuestVaultState",
                 "GuestVaultSystem",
                 "GuestVaultTPM",
+                "GuestVaultTransfer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/guestvault",
@@ -120,6 +129,12 @@ let package = Package(
         .testTarget(
             name: "GuestVaultStateTests",
             dependencies: ["GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
+                           "GuestVaultTestSupport", "GuestVaultCLI"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultTransferTests",
+            dependencies: ["GuestVaultTransfer", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),

@@ -170,6 +170,38 @@ public final class GuestStateContainer {
         return slot
     }
 
+    /// Unlocks with the DEK itself (handed over by an authenticated transfer), checking
+    /// the metadata's authenticator. Returns nothing to say which slot: none was used.
+    public func unlock(withKey dek: SecretBytes, vault: KeyVault?, allowRollback: Bool = false) throws {
+        let keys = try EntryKeys(dek: dek, containerID: scan.superblock.containerID)
+        let expected = try Self.authenticator(manifest: scan.manifest, keys: keys, superblockBytes: scan.superblockBytes,
+                                              headerPrefix: scan.commitHeaderPrefix)
+        guard constantTimeEquals(expected, scan.manifest.auth) else {
+            throw ContainerError(.authenticationFailed, subject: path, reason: "the key does not authenticate this container's metadata")
+        }
+        if let vault {
+            if case .rollback(let latest) = try vault.counters.check(vm: vm, generation: generation), !allowRollback {
+                throw ContainerError(.rollback, subject: path, reason: "generation \(generation) is older than generation \(latest), which vault \(vault.path) has seen for this VM")
+            }
+            try vault.counters.record(vm: vm, generation: generation)
+            self.vault = vault
+        }
+        self.keys = keys
+    }
+
+    /// The container's DEK, for handing over inside an authenticated, encrypted
+    /// transfer. Needs the container unlocked.
+    public func protectionKey() throws -> SecretBytes { try unlockedKeys().dek }
+
+    /// Where the last commit ends: the bytes [0, logEnd) are a complete container and
+    /// never change while the file stays (appends go after them; rewrites use a new file).
+    public var logEnd: Int64 { scan.logEnd }
+
+    /// Reads raw file bytes (for transfers of the sealed file).
+    public func rawBytes(at offset: Int64, count: Int) throws -> [UInt8] {
+        try LogScan.read(file, offset, count)
+    }
+
     // MARK: Reading
 
     /// What can be read without keys.

@@ -1,0 +1,301 @@
+public import Foundation
+import GuestVaultCrypto
+public import GuestVaultKeys
+import GuestVaultState
+import GuestVaultSystem
+
+/// Moves a sealed container between hosts (docs/TRANSFER.md §4): the sealed file as it
+/// is, its DEK inside the encrypted session so the receiver can wrap it for its own
+/// vault, and a final frame whose transcript and file digest the receiver checks before
+/// anything becomes visible.
+public enum ContainerTransfer {
+    public struct Progress: Sendable {
+        public let bytes: UInt64
+        public let total: UInt64
+        public let seconds: Double
+        public var bytesPerSecond: Double { seconds > 0 ? Double(bytes) / seconds : 0 }
+    }
+
+    public struct Report: Sendable, Codable {
+        public let vm: UUID
+        public let generation: UInt64
+        public let bytes: UInt64
+        public let resumedFrom: UInt64
+        public let seconds: Double
+    }
+
+    static let dataChunk = 1 << 20
+    static let ackEvery: UInt64 = 64 << 20
+
+    // MARK: Sending
+
+    /// Sends the container at `path` (unlocked with `vault`) over `channel`.
+    public static func send(
+        containerAt path: String, vault: KeyVault, over channel: ByteChannel, authentication: TransferAuthentication,
+        transferID: [UInt8]? = nil, progress: ((Progress) -> Void)? = nil
+    ) throws -> Report {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let container = try GuestStateContainer.open(at: path)
+        try container.unlock(with: UnlockCredentials(vault: vault))
+        let length = UInt64(container.logEnd)
+        let id = try transferID ?? stableTransferID(container)
+        let secure = try SecureChannel.establish(over: channel, role: .sender, authentication: authentication)
+
+        var manifest = ByteWriterT()
+        manifest.raw(id)
+        manifest.raw(withUnsafeBytes(of: container.vm.uuid) { Array($0) })
+        manifest.raw(bytes(fromHex: container.info.containerID) ?? [])
+        manifest.u64(container.generation)
+        manifest.u64(length)
+        try secure.send(.manifest, manifest.bytes)
+
+        let (type, ack) = try secure.receive()
+        if type == .error { throw TransferError(.peer, "the receiver refused: \(String(decoding: ack, as: UTF8.self))") }
+        guard type == .ack, ack.count == 8 else { throw TransferError(.unexpectedFrame, "expected the receiver's acknowledgement, got \(type)") }
+        let resumeFrom = ack.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard resumeFrom <= length else { throw TransferError(.unexpectedFrame, "the receiver asks to resume at \(resumeFrom), past the end \(length)") }
+
+        try secure.send(.key, container.protectionKey().unsafeCopyOfBytes())
+
+        // The file digest covers every byte, including any the receiver already has.
+        var digest = try SHA256()
+        var offset: UInt64 = 0
+        while offset < resumeFrom {
+            let piece = try container.rawBytes(at: Int64(offset), count: Int(min(UInt64(dataChunk), resumeFrom - offset)))
+            try digest.update(piece)
+            offset += UInt64(piece.count)
+        }
+        var sinceReport: UInt64 = 0
+        while offset < length {
+            let piece = try container.rawBytes(at: Int64(offset), count: Int(min(UInt64(dataChunk), length - offset)))
+            guard !piece.isEmpty else { throw TransferError(.io, "\(path) ended at \(offset) while sending") }
+            try digest.update(piece)
+            var frame = ByteWriterT()
+            frame.u64(offset)
+            frame.raw(piece)
+            try secure.send(.data, frame.bytes)
+            offset += UInt64(piece.count)
+            sinceReport += UInt64(piece.count)
+            if sinceReport >= 16 << 20 || offset == length {
+                sinceReport = 0
+                progress?(Progress(bytes: offset - resumeFrom, total: length - resumeFrom,
+                                   seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+            }
+        }
+        var final = ByteWriterT()
+        final.u64(length)
+        final.raw(try digest.finalize())
+        final.raw(try secure.sentTranscriptHash())
+        try secure.send(.final, final.bytes)
+
+        while true {
+            let (type, payload) = try secure.receive()
+            switch type {
+            case .ack: continue
+            case .done:
+                return Report(vm: container.vm, generation: payload.count == 8 ? payload.reduce(0) { $0 << 8 | UInt64($1) } : container.generation,
+                              bytes: length - resumeFrom, resumedFrom: resumeFrom,
+                              seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            case .error: throw TransferError(.peer, "the receiver refused: \(String(decoding: payload, as: UTF8.self))")
+            default: throw TransferError(.unexpectedFrame, "unexpected \(type) frame from the receiver")
+            }
+        }
+    }
+
+    /// A transfer id that is the same for the same container generation, so a retry
+    /// after a broken connection resumes.
+    static func stableTransferID(_ container: GuestStateContainer) throws -> [UInt8] {
+        var w = ByteWriterT()
+        w.raw(Array("GuestVault v1 transfer id".utf8))
+        w.raw(bytes(fromHex: container.info.containerID) ?? [])
+        w.u64(container.generation)
+        w.u64(UInt64(container.logEnd))
+        return Array(try SHA256.hash(w.bytes).prefix(16))
+    }
+
+    // MARK: Receiving
+
+    /// Receives one container over `channel` into `destination` (which must not exist).
+    /// Nothing appears at `destination` until the final frame has verified; then the
+    /// container is given a slot for `vault` (if it has none), committed, and renamed into
+    /// place. A broken transfer leaves `destination.partial-<id>` for a resumed retry.
+    public static func receive(
+        over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
+        progress: ((Progress) -> Void)? = nil
+    ) throws -> Report {
+        let start = DispatchTime.now().uptimeNanoseconds
+        if FileSystem.exists(destination) {
+            throw TransferError(.io, "\(destination) already exists; nothing was received")
+        }
+        let secure = try SecureChannel.establish(over: channel, role: .receiver, authentication: authentication)
+        do {
+            return try receiveFrames(secure, into: destination, vault: vault, start: start, progress: progress)
+        } catch let error as TransferError where error.code != .truncated && error.code != .peer {
+            try? secure.send(.error, Array(error.reason.utf8))
+            throw error
+        } catch let error as ContainerError {
+            try? secure.send(.error, Array(error.description.utf8))
+            throw TransferError(.integrity, "the received container does not open: \(error)")
+        }
+    }
+
+    private static func receiveFrames(
+        _ secure: SecureChannel, into destination: String, vault: KeyVault, start: UInt64, progress: ((Progress) -> Void)?
+    ) throws -> Report {
+        let (type, manifest) = try secure.receive()
+        guard type == .manifest, manifest.count == 64 else { throw TransferError(.unexpectedFrame, "expected the manifest first, got \(type)") }
+        let transferID = Array(manifest[0..<16])
+        let vmBytes = Array(manifest[16..<32])
+        let vm = UUID(uuid: (vmBytes[0], vmBytes[1], vmBytes[2], vmBytes[3], vmBytes[4], vmBytes[5], vmBytes[6], vmBytes[7],
+                             vmBytes[8], vmBytes[9], vmBytes[10], vmBytes[11], vmBytes[12], vmBytes[13], vmBytes[14], vmBytes[15]))
+        let length = manifest[56..<64].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard length >= 4096 else { throw TransferError(.unexpectedFrame, "a container of \(length) bytes is too short") }
+
+        let partial = "\(destination).partial-\(hexString(transferID))"
+        let acknowledged = Acknowledged(path: partial + ".ack")
+        let file: OpenFile
+        var have: UInt64 = 0
+        var digest = try SHA256()
+        do {
+            if FileSystem.exists(partial) {
+                file = try OpenFile(path: partial, mode: .readWrite)
+                // Resume from what was acknowledged (synced); anything after it may not
+                // have reached the disk.
+                have = min(acknowledged.load(), UInt64(try file.size()), length)
+                try file.truncate(to: Int64(have))
+                // Re-hash what is already here; the final digest covers the whole file.
+                var offset: UInt64 = 0
+                while offset < have {
+                    let piece = try file.read(at: Int64(offset), count: Int(min(UInt64(dataChunk), have - offset)))
+                    try digest.update(piece)
+                    offset += UInt64(piece.count)
+                }
+            } else {
+                file = try OpenFile(creating: partial)
+            }
+        } catch {
+            throw TransferError(.io, "cannot write \(partial): \(error)")
+        }
+        try secure.send(.ack, bigEndian64(have))
+
+        let (keyType, keyBytes) = try secure.receive()
+        guard keyType == .key, keyBytes.count == 32 else { throw TransferError(.unexpectedFrame, "expected the key frame, got \(keyType)") }
+        let dek = SecretBytes(copying: keyBytes)
+
+        var offset = have
+        var sinceAck: UInt64 = 0
+        while true {
+            let (frameType, payload) = try secure.receive()
+            switch frameType {
+            case .data:
+                guard payload.count > 8 else { throw TransferError(.unexpectedFrame, "an empty data frame") }
+                let at = payload[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                let count = UInt64(payload.count - 8)
+                guard at == offset, at + count <= length else {
+                    throw TransferError(.unexpectedFrame, "data for bytes \(at)..<\(at + count) arrived where \(offset) was due (length \(length))")
+                }
+                let data = payload[8...]
+                try digest.update(Array(data))
+                do { try file.write(data, at: Int64(at)) } catch { throw TransferError(.io, "cannot write \(partial): \(error)") }
+                offset += count
+                sinceAck += count
+                if sinceAck >= ackEvery {
+                    // Durable before acknowledged: a retry resumes from here.
+                    do {
+                        try file.syncData()
+                        try acknowledged.store(offset)
+                    } catch {
+                        throw TransferError(.io, "cannot sync \(partial): \(error)")
+                    }
+                    try secure.send(.ack, bigEndian64(offset))
+                    sinceAck = 0
+                }
+                progress?(Progress(bytes: offset - have, total: length - have, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+            case .final:
+                guard payload.count == 72 else { throw TransferError(.unexpectedFrame, "a final frame of \(payload.count) bytes") }
+                let finalLength = payload[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                guard finalLength == length, offset == length else {
+                    throw TransferError(.integrity, "the final frame came after \(offset) of \(length) bytes")
+                }
+                // The transcript covers every frame before the final one, in this session.
+                let expectedTranscript = try transcriptBeforeFinal(secure)
+                guard constantTimeEquals(Array(payload[40..<72]), expectedTranscript) else {
+                    throw TransferError(.integrity, "the transcript does not match: frames were changed, dropped or added")
+                }
+                guard constantTimeEquals(Array(payload[8..<40]), try digest.finalize()) else {
+                    try? FileSystem.removeFile(partial)
+                    throw TransferError(.integrity, "the file digest does not match what the sender read")
+                }
+                let generation = try commit(partial: partial, file: file, to: destination, dek: dek, vault: vault, vm: vm)
+                try secure.send(.done, bigEndian64(generation))
+                return Report(vm: vm, generation: generation, bytes: length - have, resumedFrom: have,
+                              seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            case .error:
+                throw TransferError(.peer, "the sender stopped: \(String(decoding: payload, as: UTF8.self))")
+            default:
+                throw TransferError(.unexpectedFrame, "unexpected \(frameType) frame during the data")
+            }
+        }
+    }
+
+    /// The receiver's transcript as it stood before the final frame it just opened: the
+    /// channel updates its transcript as frames arrive, so it keeps the previous value.
+    private static func transcriptBeforeFinal(_ secure: SecureChannel) throws -> [UInt8] {
+        secure.transcriptBeforeLastReceived
+    }
+
+    /// Makes the received file a container of this vault and puts it in place.
+    private static func commit(partial: String, file: OpenFile, to destination: String, dek: SecretBytes, vault: KeyVault, vm: UUID) throws -> UInt64 {
+        do {
+            try file.truncate(to: Int64(try file.size()))
+            try file.sync()
+        } catch {
+            throw TransferError(.io, "cannot sync \(partial): \(error)")
+        }
+        let container = try GuestStateContainer.open(at: partial, access: .readWrite)
+        guard container.vm == vm else { throw TransferError(.integrity, "the container is for another VM than the manifest said") }
+        try container.unlock(withKey: dek, vault: vault)
+        let hasOwnSlot = container.slots.slots.contains { if case .vault(let id, _, _) = $0 { return id == vault.rootKeyID } else { return false } }
+        if !hasOwnSlot {
+            let epoch: UInt32 = 1
+            try container.addSlot { try .wrapForVault($0, vault: vault, vm: vm, epoch: epoch) }
+        }
+        try container.flush()
+        let generation = container.generation
+        do {
+            try FileSystem.link(partial, to: destination)
+            try FileSystem.removeFile(partial)
+            try FileSystem.removeFile(partial + ".lock")
+            try FileSystem.removeFile(partial + ".ack")
+            try FileSystem.syncDirectory(FileSystem.parentDirectory(of: destination))
+        } catch {
+            throw TransferError(.io, "cannot put the container in place at \(destination): \(error)")
+        }
+        return generation
+    }
+}
+
+/// The acknowledged offset of a partial transfer: 8 bytes and their SHA-256/8, written
+/// atomically after the data up to it was synced.
+struct Acknowledged {
+    let path: String
+
+    func load() -> UInt64 {
+        guard let bytes = try? FileSystem.readFile(path, limit: 64), bytes.count == 16,
+              let check = try? SHA256.hash(Array(bytes[0..<8])), Array(check.prefix(8)) == Array(bytes[8..<16]) else { return 0 }
+        return bytes[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+
+    func store(_ offset: UInt64) throws {
+        let value = bigEndian64(offset)
+        try FileSystem.writeAtomically(value + Array(try SHA256.hash(value).prefix(8)), to: path)
+    }
+}
+
+func bigEndian64(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * UInt64($0))) } }
+
+struct ByteWriterT {
+    var bytes: [UInt8] = []
+    mutating func u64(_ v: UInt64) { bytes += bigEndian64(v) }
+    mutating func raw(_ v: [UInt8]) { bytes += v }
+}

@@ -1,0 +1,3 @@
+public import GuestVaultSystem
+
+extension StreamSocket: ByteChannel {}
