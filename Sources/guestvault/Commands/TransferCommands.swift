@@ -1,0 +1,142 @@
+import ArgumentParser
+import Foundation
+import GuestVaultCrypto
+import GuestVaultKeys
+import GuestVaultSystem
+import GuestVaultTransfer
+
+/// `--recipient HEX` or `--psk-file F`.
+struct TransferKeyOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("A migration key both vaults hold: a file of at least 32 bytes (mode 0600). Authenticates both ends.", valueName: "file"))
+    var pskFile: String?
+
+    func presharedKey() throws -> SecretBytes? {
+        guard let pskFile else { return nil }
+        let key = try readSecretFile(pskFile, what: "migration key")
+        guard key.count >= 32 else { throw ValidationError("the migration key in \(pskFile) is \(key.count) bytes; use at least 32 (e.g. head -c 32 /dev/urandom > \(pskFile))") }
+        return key
+    }
+}
+
+struct Send: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send a sealed container to another host's `guestvault receive`, encrypted and authenticated.",
+        discussion: """
+            The container moves as it is sealed, with its key inside the encrypted session so
+            the receiving vault can wrap it for itself. Authenticate the destination with its
+            recipient key (printed there by `guestvault vault recipient`), or both ends with a
+            migration key file both hosts hold. An interrupted send resumes where the
+            receiver last acknowledged when run again.
+
+            Examples:
+              guestvault send --vault DIR vm1.state --to tcp:10.0.0.2:7420 --recipient 3f5c…
+              guestvault send --vault DIR vm1.state --to tcp:[::1]:7420 --psk-file /root/migration.key
+            """)
+
+    @OptionGroup var vault: VaultOptions
+    @OptionGroup var keys: TransferKeyOptions
+
+    @Argument(help: ArgumentHelp("The container to send.", valueName: "state"))
+    var state: String
+
+    @Option(help: ArgumentHelp("Where the receiver listens: tcp:HOST:PORT or unix:PATH.", valueName: "address"))
+    var to: String
+
+    @Option(help: ArgumentHelp("The destination vault's X25519 recipient public key (64 hex digits).", valueName: "hex"))
+    var recipient: String?
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    func run() throws {
+        guard let address = StreamSocket.Address(to) else { throw ValidationError("--to \(to) is not tcp:HOST:PORT or unix:PATH") }
+        let authentication: TransferAuthentication
+        if let psk = try keys.presharedKey() {
+            guard recipient == nil else { throw ValidationError("give --recipient or --psk-file, not both") }
+            authentication = .presharedKey(psk)
+        } else if let recipient {
+            guard let bytes = bytes(fromHex: recipient), bytes.count == 32 else { throw ValidationError("--recipient must be 64 hex digits") }
+            authentication = .toRecipient(try X25519.PublicKey(rawRepresentation: bytes))
+        } else {
+            throw ValidationError("say who may receive: --recipient KEY (from `guestvault vault recipient` on the destination) or --psk-file F")
+        }
+        let socket = try StreamSocket.connect(address)
+        let bar = ProgressBar(label: "send")
+        let report = try ContainerTransfer.send(containerAt: state, vault: vault.open(), over: socket, authentication: authentication,
+                                                progress: { bar.update($0) })
+        bar.finish()
+        if json { try printJSON(report) } else {
+            let rate = report.seconds > 0 ? Double(report.bytes) / report.seconds / 1e6 : 0
+            print("Sent \(state) (VM \(report.vm.uuidString.lowercased())): \(formatBytes(report.bytes)) in \(String(format: "%.2f", report.seconds)) s, \(String(format: "%.0f", rate)) MB/s\(report.resumedFrom > 0 ? ", resumed at \(formatBytes(report.resumedFrom))" : ""); the receiver committed generation \(report.generation)")
+        }
+    }
+}
+
+struct Receive: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Receive one container from `guestvault send` into this host's vault.",
+        discussion: """
+            Listens for one transfer, checks every frame, and only when the final frame has
+            verified gives the container a slot for this vault, commits it and renames it into
+            place as STATE. Until then nothing appears at STATE; an interrupted transfer
+            leaves STATE.partial-* for the sender's retry to resume.
+
+            Examples:
+              guestvault receive --vault DIR --listen tcp:0.0.0.0:7420 vm1.state
+              guestvault receive --vault DIR --listen tcp:127.0.0.1:7420 --psk-file /root/migration.key vm1.state
+            """)
+
+    @OptionGroup var vault: VaultOptions
+    @OptionGroup var keys: TransferKeyOptions
+
+    @Option(help: ArgumentHelp("Where to listen: tcp:HOST:PORT or unix:PATH.", valueName: "address"))
+    var listen: String
+
+    @Argument(help: ArgumentHelp("Where the received container goes (must not exist).", valueName: "state"))
+    var state: String
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    func run() throws {
+        guard let address = StreamSocket.Address(listen) else { throw ValidationError("--listen \(listen) is not tcp:HOST:PORT or unix:PATH") }
+        let keyVault = try vault.open()
+        let authentication: TransferAuthentication
+        if let psk = try keys.presharedKey() { authentication = .presharedKey(psk) } else { authentication = .asRecipient(try keyVault.recipientKey()) }
+        let listener = try StreamSocket.listen(address)
+        let connection = try listener.accept()
+        listener.close()
+        let bar = ProgressBar(label: "receive")
+        let report = try ContainerTransfer.receive(over: connection, into: state, vault: keyVault, authentication: authentication,
+                                                   progress: { bar.update($0) })
+        bar.finish()
+        if json { try printJSON(report) } else {
+            print("Received \(state) (VM \(report.vm.uuidString.lowercased())), \(formatBytes(report.bytes)) in \(String(format: "%.2f", report.seconds)) s; committed generation \(report.generation)")
+        }
+    }
+}
+
+/// A progress bar on standard error when it is a terminal; silent otherwise.
+final class ProgressBar {
+    let label: String
+    let enabled = isatty(2) == 1
+    var last: Double = 0
+
+    init(label: String) { self.label = label }
+
+    func update(_ progress: ContainerTransfer.Progress) {
+        guard enabled, progress.total > 0 else { return }
+        let now = progress.seconds
+        guard now - last > 0.1 || progress.bytes == progress.total else { return }
+        last = now
+        let fraction = Double(progress.bytes) / Double(progress.total)
+        let filled = Int(fraction * 30)
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: 30 - filled)
+        let line = String(format: "\r%@ [%@] %5.1f%% %@ %.0f MB/s", label, bar, fraction * 100, formatBytes(progress.bytes), progress.bytesPerSecond / 1e6)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish() {
+        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
