@@ -1,146 +1,100 @@
 import Foundation
 
 extension TPMServer {
-    /// Carries out one control command and returns the reply's bytes.
-    func handle(_ message: ControlMessage, connection: Connection) -> [UInt8] {
+    /// Carries out one control command the way swtpm 0.7.1 does (docs/SWTPM-PROTOCOL.md).
+    func handle(_ request: ControlRequest, connection: Connection) -> ControlResponse {
         do {
-            switch message {
+            switch request {
             case .getCapability:
-                var w = TPMWriter()
-                w.u32(UInt32(ControlReply.capabilities >> 32))
-                w.u32(UInt32(ControlReply.capabilities & 0xffff_ffff))
-                return w.bytes
+                return .capabilities(.swtpm071TPM2)
             case .initialize(let flags):
-                try startTPM(deleteVolatile: flags & 1 != 0)
-                return ControlReply.result(ControlReply.success)
+                try startTPM(deleteVolatile: flags.contains(.deleteVolatile))
+                return .result(.success)
             case .shutdown:
                 if let engine { try engine.stop() }
                 engine = nil
                 shutdownRequested = true
-                return ControlReply.result(ControlReply.success)
-            case .getTPMEstablished:
-                let bit = try engine?.establishedBit() ?? false
-                return ControlReply.result(ControlReply.success) + [bit ? 1 : 0, 0, 0, 0]
+                return .result(.success)
             case .setLocality(let value):
-                guard value <= 4 else { return ControlReply.result(ControlReply.badLocality) }
+                guard value <= 4 else { return .result(.badLocality) }
                 locality = value
-                return ControlReply.result(ControlReply.success)
-            case .hashStart:
-                try requireEngine().hashStart()
-                return ControlReply.result(ControlReply.success)
-            case .hashData(let bytes):
-                try requireEngine().hashData(bytes)
-                return ControlReply.result(ControlReply.success)
-            case .hashEnd:
-                try requireEngine().hashEnd()
-                return ControlReply.result(ControlReply.success)
-            case .cancelTPMCommand:
-                engine?.cancel()
-                return ControlReply.result(ControlReply.success)
-            case .storeVolatile:
-                try requireEngine().storeVolatile()
-                return ControlReply.result(ControlReply.success)
-            case .resetTPMEstablished(let requested):
-                let value = requested > 4 ? locality : requested
-                guard value >= 3 else { return ControlReply.result(ControlReply.badLocality) }
-                try requireEngine().resetEstablishedBit(locality: value)
-                return ControlReply.result(ControlReply.success)
-            case .getStateBlob(_, let type, let offset):
-                guard let blob = Self.blob(type) else { return ControlReply.result(ControlReply.badParameter) }
-                let state: [UInt8]?
-                if let engine { state = try engine.state(blob) } else { state = try storage.load(blob) }
-                let data = state.map(StateBlobEnvelope.wrap) ?? []
-                let start = min(Int(offset), data.count)
-                var w = TPMWriter()
-                w.u32(ControlReply.success)
-                w.u32(0)                                // state flags: not encrypted
-                w.u32(UInt32(data.count))               // total length
-                w.u32(UInt32(data.count - start))       // length of what follows
-                w.raw(Array(data[start...]))
-                return w.bytes
-            case .setStateBlob(_, let type, let bytes):
-                guard let blob = Self.blob(type) else { return ControlReply.result(ControlReply.badParameter) }
-                guard engine == nil else { return ControlReply.result(ControlReply.badOrdinal) }   // only while stopped
-                let data = try StateBlobEnvelope.unwrap(bytes)
-                if data.isEmpty { try storage.delete(blob) } else { try storage.store(blob, data) }
-                return ControlReply.result(ControlReply.success)
+                return .result(.success)
+            case .getConfig:
+                return .config(result: .success, flags: [])
+            case .setDataFD:
+                guard let descriptor = connection.pendingDescriptor else { return .result(.badParameter) }
+                connection.pendingDescriptor = nil
+                adoptDataDescriptor(descriptor)
+                return .result(.success)
+            case .setBufferSize(let wanted):
+                if wanted != 0 && engine != nil { return .result(.badOrdinal) }
+                let sizes = TPMEngine.setBufferSize(wanted)
+                if wanted != 0 { bufferSize = sizes.size }
+                return .bufferSize(result: .success, size: sizes.size, minimum: sizes.min, maximum: sizes.max)
+            case .getInfo(let flags, let offset):
+                return .info(text: TPMEngine.info(flags: UInt32(truncatingIfNeeded: flags.rawValue)), offset: offset)
             case .stop:
                 if let engine { try engine.stop(storeVolatile: true) }
                 engine = nil
-                return ControlReply.result(ControlReply.success)
-            case .getConfig:
-                return ControlReply.result(ControlReply.success) + [0, 0, 0, 0]
-            case .setDataFD:
-                guard let descriptor = connection.pendingDescriptor else { return ControlReply.result(ControlReply.fail) }
-                connection.pendingDescriptor = nil
-                adoptDataDescriptor(descriptor)
-                return ControlReply.result(ControlReply.success)
-            case .setBufferSize(let wanted):
-                if wanted != 0 && engine != nil { return ControlReply.result(ControlReply.badOrdinal) }
-                let sizes = TPMEngine.setBufferSize(wanted)
-                if wanted != 0 { bufferSize = sizes.size }
-                var w = TPMWriter()
-                w.u32(ControlReply.success)
-                w.u32(sizes.size)
-                w.u32(sizes.min)
-                w.u32(sizes.max)
-                return w.bytes
-            case .getInfo(let flags, let offset):
-                let text = Array(TPMEngine.info(flags: UInt32(truncatingIfNeeded: flags)).utf8)
-                let start = min(Int(offset), text.count)
-                var w = TPMWriter()
-                w.u32(ControlReply.success)
-                w.u32(UInt32(text.count))
-                w.u32(UInt32(text.count - start))
-                w.raw(Array(text[start...]))
-                return w.bytes
+                return .result(.success)
             case .lockStorage:
-                // The container is locked for this process from the start.
-                return ControlReply.result(ControlReply.success)
+                // The container is held by this process from the start.
+                return .result(.success)
+            case .setStateBlob(let type, _, let bytes):
+                guard engine == nil else { return .result(.badOrdinal) }   // only while stopped
+                guard let blob = Self.blob(type) else { return .result(.badParameter) }
+                if bytes.isEmpty {
+                    try storage.delete(blob)
+                } else {
+                    let contents = try SwtpmStateFile.decode(bytes, file: "SET_STATEBLOB \(blob)", key: nil, form: .controlChannelBlob)
+                    try storage.store(blob, contents.payload)
+                }
+                return .result(.success)
+            default:
+                break
             }
+            // The rest need a running TPM.
+            guard let engine else { return .result(.badOrdinal) }
+            switch request {
+            case .getTPMEstablished:
+                return .tpmEstablished(result: .success, established: try engine.establishedBit())
+            case .hashStart:
+                try engine.hashStart()
+            case .hashData(let bytes):
+                try engine.hashData(bytes)
+            case .hashEnd:
+                try engine.hashEnd()
+            case .cancelTPMCommand:
+                engine.cancel()
+            case .storeVolatile:
+                try engine.storeVolatile()
+            case .resetTPMEstablished(let requested):
+                guard requested <= 4 else { return .result(.badLocality) }
+                guard requested >= 3 else { return .result(.badLocality) }
+                try engine.resetEstablishedBit(locality: requested)
+            case .getStateBlob(let type, _, let offset):
+                guard let blob = Self.blob(type) else { return .result(.badParameter) }
+                guard let state = try engine.state(blob), !state.isEmpty else {
+                    return .stateBlob(result: .retry, flags: [], data: [])
+                }
+                let envelope = try SwtpmStateFile.encodeBlob(state, key: nil)
+                return .stateBlob(result: .success, flags: [], blob: envelope, offset: offset)
+            default:
+                break
+            }
+            return .result(.success)
         } catch {
-            log("control command \(message.name) failed: \(error)")
-            return ControlReply.result(ControlReply.fail)
+            log("control command \(request.command) failed: \(error)")
+            return .result(.fail)
         }
     }
 
-    private func requireEngine() throws -> TPMEngine {
-        guard let engine else { throw TPMEngineError(.notRunning, "the TPM is not initialised (send CMD_INIT)") }
-        return engine
-    }
-
-    static func blob(_ type: UInt32) -> TPMStateBlob? {
+    static func blob(_ type: PTMBlobType) -> TPMStateBlob? {
         switch type {
-        case 1: .permanent
-        case 2: .volatile
-        case 3: .saveState
+        case .permanent: .permanent
+        case .volatile: .volatile
+        case .savestate: .saveState
         default: nil
-        }
-    }
-}
-
-extension ControlMessage {
-    var name: String {
-        switch self {
-        case .getCapability: "GET_CAPABILITY"
-        case .initialize: "INIT"
-        case .shutdown: "SHUTDOWN"
-        case .getTPMEstablished: "GET_TPMESTABLISHED"
-        case .setLocality: "SET_LOCALITY"
-        case .hashStart: "HASH_START"
-        case .hashData: "HASH_DATA"
-        case .hashEnd: "HASH_END"
-        case .cancelTPMCommand: "CANCEL_TPM_CMD"
-        case .storeVolatile: "STORE_VOLATILE"
-        case .resetTPMEstablished: "RESET_TPMESTABLISHED"
-        case .getStateBlob: "GET_STATEBLOB"
-        case .setStateBlob: "SET_STATEBLOB"
-        case .stop: "STOP"
-        case .getConfig: "GET_CONFIG"
-        case .setDataFD: "SET_DATAFD"
-        case .setBufferSize: "SET_BUFFERSIZE"
-        case .getInfo: "GET_INFO"
-        case .lockStorage: "LOCK_STORAGE"
         }
     }
 }

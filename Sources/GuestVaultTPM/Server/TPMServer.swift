@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Glibc
 public import GuestVaultSystem
 import Synchronization
 
@@ -43,7 +44,8 @@ public final class TPMServer {
 
     final class Connection {
         let socket: StreamSocket
-        var buffer: [UInt8] = []
+        var control = ControlDecoder()
+        var data = DataChannelDecoder()
         var pendingDescriptor: Int32?
         init(_ socket: StreamSocket) { self.socket = socket }
     }
@@ -128,19 +130,22 @@ public final class TPMServer {
     /// Reads TPM commands and answers them. Returns false when the connection is done.
     private func serviceData(_ connection: Connection) -> Bool {
         guard let bytes = try? connection.socket.receive(), !bytes.isEmpty else { return false }
-        connection.buffer += bytes
+        connection.data.maximumCommandSize = Int(max(bufferSize, 4096))
+        connection.data.append(bytes)
         while true {
-            let frame: DataFrame?
+            let frame: TPMCommandFrame?
             do {
-                frame = try DataFrame.next(from: &connection.buffer, maximum: Int(max(bufferSize, 4096)))
+                frame = try connection.data.next()
             } catch {
-                log("data channel: \(error); closing the connection")
+                log("data channel: \(error); answered with an error and closed the connection")
+                try? connection.socket.send(error.errorResponse)
                 return false
             }
             guard let frame else { return true }
-            let response = execute(frame.command, locality: frame.locality ?? locality)
+            if let prefixLocality = frame.locality { locality = prefixLocality }
+            let response = execute(frame.bytes, locality: locality)
             do {
-                try connection.socket.send(frame.prefixed ? DataFrame.prefixedResponse(response) : response)
+                try connection.socket.send(frame.encodeResponse(response))
             } catch {
                 return false
             }
@@ -148,43 +153,39 @@ public final class TPMServer {
     }
 
     func execute(_ command: [UInt8], locality: UInt8) -> [UInt8] {
-        guard let engine else { return Self.errorResponse(0x101) }   // TPM_RC_FAILURE: not initialised
+        // TPM_RC_FAILURE while not initialised, as swtpm answers (QEMU probes before INIT).
+        guard let engine else { return DataChannelResponse.error(DataChannelResponse.failureResponseCode) }
         do {
             return try engine.execute(command, locality: locality)
         } catch {
             log("TPM command failed: \(error)")
-            return Self.errorResponse(0x101)
+            return DataChannelResponse.error(DataChannelResponse.failureResponseCode)
         }
-    }
-
-    static func errorResponse(_ code: UInt32) -> [UInt8] {
-        var w = TPMWriter()
-        w.u16(TPMConstant.stNoSessions)
-        w.u32(10)
-        w.u32(code)
-        return w.bytes
     }
 
     // MARK: Control channel
 
+    /// One receive is appended as a unit (swtpm's framing: a receive's trailing bytes
+    /// belong to its request, as QEMU pads SET_LOCALITY); a request may span receives.
     private func serviceControl(_ connection: Connection) -> Bool {
         guard let (bytes, descriptor) = try? connection.socket.receiveWithDescriptor(), !bytes.isEmpty else { return false }
-        if let descriptor { connection.pendingDescriptor = descriptor }
-        connection.buffer += bytes
+        if let descriptor {
+            if let old = connection.pendingDescriptor { close(old) }
+            connection.pendingDescriptor = descriptor
+        }
+        connection.control.append(bytes)
         while true {
-            let message: ControlMessage?
+            let request: ControlRequest?
             do {
-                message = try ControlMessage.next(from: &connection.buffer)
-            } catch let error as ControlMessage.DecodingError {
-                log("control channel: \(error.reason); answered with an error and closed the connection")
-                try? connection.socket.send(ControlReply.result(error.resultCode))
-                return false
+                request = try connection.control.next()
             } catch {
+                log("control channel: \(error.reason); answered and closed the connection")
+                if let reply = error.reply { try? connection.socket.send(ControlResponse.result(reply).encoded()) }
                 return false
             }
-            guard let message else { return true }
-            let reply = handle(message, connection: connection)
-            do { try connection.socket.send(reply) } catch { return false }
+            guard let request else { return true }
+            let reply = handle(request, connection: connection)
+            do { try connection.socket.send(reply.encoded()) } catch { return false }
             if shutdownRequested { return false }
         }
     }

@@ -1,0 +1,247 @@
+// Framing of swtpm's data channel: TPM 2.0 commands in, TPM 2.0 responses out.
+//
+// Two request forms share the channel, told apart by their first bytes as swtpm does
+// (`tpmlib_handle_tcg_tpm2_cmd_header`):
+//
+// - raw: a TPM command as the TPM 2.0 specification lays it out, header tag (u16), size
+//   (u32, the whole command including the header) and command code (u32), all big-endian.
+//   The response is the raw TPM response. QEMU and tpm2-tss' swtpm TCTI send this form.
+// - prefixed (MSSIM style): TPM_SEND_COMMAND (u32 = 8), locality (u8), length (u32), then the
+//   raw command of that length. The response is then length (u32), the raw response, and a
+//   u32 zero. A request is prefixed when its tag is not TPM2_ST_NO_SESSIONS (0x8001) or
+//   TPM2_ST_SESSIONS (0x8002) and its first u32 is 8.
+//
+// Unlike the control channel, the data channel is a plain stream: swtpm 0.7 takes one read()
+// as one command, which breaks when a command is split; this decoder counts bytes instead,
+// using the raw size field or the prefix's length, so split and back-to-back commands work.
+// Any other tag (a TPM 1.2 probe, garbage) is framed by its size field and handed to the TPM,
+// which answers with an error response, as swtpm does.
+
+/// One TPM command taken off the data channel.
+public struct TPMCommandFrame: Sendable, Hashable {
+    /// The TPM command, header included, without any prefix. At least 10 bytes.
+    public let bytes: [UInt8]
+    /// The locality of the MSSIM-style prefix (not checked: the server refuses values
+    /// over 4). swtpm makes it the locality of this and later commands, as SET_LOCALITY does.
+    public let locality: UInt8?
+    /// Whether the command came with the prefix, so the response must go back framed.
+    public let prefixed: Bool
+
+    init(bytes: [UInt8], locality: UInt8?, prefixed: Bool) {
+        precondition(bytes.count >= DataChannelDecoder.commandHeaderSize)
+        self.bytes = bytes
+        self.locality = locality
+        self.prefixed = prefixed
+    }
+
+    /// The command header's tag.
+    public var tag: UInt16 { SWTPMWire.u16(bytes, at: 0) }
+    /// The command header's size field (for a prefixed command it may differ from
+    /// `bytes.count`; the TPM then refuses the command).
+    public var declaredSize: UInt32 { SWTPMWire.u32(bytes, at: 2) }
+    /// The command code.
+    public var commandCode: UInt32 { SWTPMWire.u32(bytes, at: 6) }
+
+    /// The bytes to send back for the TPM's `response` to this command.
+    public func encodeResponse(_ response: [UInt8]) -> [UInt8] {
+        DataChannelResponse.encode(response, prefixed: prefixed)
+    }
+}
+
+/// Encoding data-channel responses.
+public enum DataChannelResponse {
+    /// The MSSIM command code of a prefixed request (TPM_SEND_COMMAND).
+    public static let sendCommand: UInt32 = 8
+    /// The length of the prefix of a prefixed request.
+    public static let prefixSize = 9
+
+    /// TPM_RC_FAILURE: swtpm's answer to any command while the TPM is not running (before
+    /// INIT, after STOP). QEMU's startup probe (TPM2_ReadClock) gets this and only checks that
+    /// the tag is 0x8001.
+    public static let failureResponseCode: UInt32 = 0x101
+    /// TPM_RC_COMMAND_SIZE: for a command whose size is out of range.
+    public static let commandSizeResponseCode: UInt32 = 0x142
+
+    /// `response` framed for the channel: unchanged, or with its length before it and a u32
+    /// zero after it when the request was prefixed. Send it with one write.
+    public static func encode(_ response: [UInt8], prefixed: Bool) -> [UInt8] {
+        guard prefixed else { return response }
+        var out: [UInt8] = []
+        out.reserveCapacity(response.count + 8)
+        SWTPMWire.put(UInt32(truncatingIfNeeded: response.count), into: &out)
+        out.append(contentsOf: response)
+        SWTPMWire.put(UInt32(0), into: &out)
+        return out
+    }
+
+    /// A 10-byte TPM 2.0 error response: tag 0x8001, size 10, `responseCode`.
+    public static func error(_ responseCode: UInt32) -> [UInt8] {
+        var out: [UInt8] = [0x80, 0x01]
+        SWTPMWire.put(UInt32(DataChannelDecoder.commandHeaderSize), into: &out)
+        SWTPMWire.put(responseCode, into: &out)
+        return out
+    }
+}
+
+/// Why the data channel's stream cannot hold a valid command. The server may send
+/// `errorResponse` and then closes that connection.
+public struct DataChannelError: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let name: String
+        private init(_ name: String) { self.name = name }
+        public var description: String { name }
+
+        /// The command's size (or the prefix's length) is below the 10-byte header.
+        public static let sizeTooSmall = Code("sizeTooSmall")
+        /// The command's size (or the prefix's length) is over the buffer size.
+        public static let sizeOverLimit = Code("sizeOverLimit")
+        /// The connection ended inside a command.
+        public static let truncated = Code("truncated")
+    }
+
+    public let code: Code
+    /// Whether the broken command had the MSSIM-style prefix.
+    public let prefixed: Bool
+    /// The byte offset, within the command (prefix included), of the field that is wrong.
+    public let offset: Int
+    /// The byte offset of the command's first byte in the connection's stream.
+    public let streamOffset: Int
+    public let reason: String
+
+    public init(_ code: Code, prefixed: Bool, offset: Int, streamOffset: Int, reason: String) {
+        self.code = code
+        self.prefixed = prefixed
+        self.offset = offset
+        self.streamOffset = streamOffset
+        self.reason = reason
+    }
+
+    /// TPM_RC_COMMAND_SIZE as a TPM 2.0 error response, framed for the request's form.
+    public var errorResponse: [UInt8] {
+        DataChannelResponse.encode(DataChannelResponse.error(DataChannelResponse.commandSizeResponseCode),
+                                   prefixed: prefixed)
+    }
+
+    public var description: String {
+        let form = prefixed ? "prefixed TPM command" : "TPM command"
+        return "data channel: \(form) at stream offset \(streamOffset), byte \(offset): \(reason)"
+    }
+}
+
+/// Takes TPM commands off the data channel's byte stream. Feed it what recv() returns with
+/// `append`, then call `next` until it returns nil. After an error it stays failed.
+public struct DataChannelDecoder: Sendable {
+    /// The TPM 2.0 command header: tag, size, command code.
+    public static let commandHeaderSize = 10
+    /// libtpms' TPM_BUFFER_MAX and the buffer size swtpm starts with.
+    public static let defaultMaximumCommandSize = 4096
+
+    /// The largest command accepted (without prefix). Set it to the size SET_BUFFERSIZE
+    /// settled on.
+    public var maximumCommandSize: Int {
+        didSet { precondition(maximumCommandSize >= Self.commandHeaderSize) }
+    }
+
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var streamBase = 0
+    private var failure: DataChannelError?
+
+    public init(maximumCommandSize: Int = DataChannelDecoder.defaultMaximumCommandSize) {
+        precondition(maximumCommandSize >= Self.commandHeaderSize)
+        self.maximumCommandSize = maximumCommandSize
+    }
+
+    /// The bytes received and not yet consumed by a decoded command.
+    public var bufferedByteCount: Int { buffer.count - start }
+
+    /// Adds received bytes.
+    public mutating func append(_ bytes: [UInt8]) {
+        guard failure == nil else { return }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next complete command, nil when more bytes are needed, or an error.
+    public mutating func next() throws(DataChannelError) -> TPMCommandFrame? {
+        if let failure { throw failure }
+        do {
+            return try decodeNext()
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    /// Call at the end of the stream, once `next` returned nil: throws `.truncated` if a
+    /// command was begun. A connection that closes without sending anything is fine
+    /// (tpm2-tss' swtpm TCTI opens and closes one as a check when it starts).
+    public func finish() throws(DataChannelError) {
+        if let failure { throw failure }
+        let available = bufferedByteCount
+        guard available > 0 else { return }
+        throw DataChannelError(.truncated, prefixed: isPrefixed(available: available), offset: available,
+                               streamOffset: streamBase + start,
+                               reason: "the connection ended after \(available) bytes of a command")
+    }
+
+    // MARK: - Decoding
+
+    private func isPrefixed(available: Int) -> Bool {
+        guard available >= 4 else { return false }
+        let tag = SWTPMWire.u16(buffer, at: start)
+        return tag != 0x8001 && tag != 0x8002
+            && SWTPMWire.u32(buffer, at: start) == DataChannelResponse.sendCommand
+    }
+
+    private mutating func decodeNext() throws(DataChannelError) -> TPMCommandFrame? {
+        let available = bufferedByteCount
+        // Six bytes tell the form and, for a raw command, its size.
+        guard available >= 6 else { return nil }
+        let frame: TPMCommandFrame
+        let consumed: Int
+        if isPrefixed(available: available) {
+            guard available >= DataChannelResponse.prefixSize else { return nil }
+            let length = try checkedSize(SWTPMWire.u32(buffer, at: start + 5), prefixed: true, offset: 5)
+            guard available >= DataChannelResponse.prefixSize + length else { return nil }
+            let body = start + DataChannelResponse.prefixSize
+            frame = TPMCommandFrame(bytes: Array(buffer[body..<(body + length)]),
+                                    locality: buffer[start + 4], prefixed: true)
+            consumed = DataChannelResponse.prefixSize + length
+        } else {
+            let size = try checkedSize(SWTPMWire.u32(buffer, at: start + 2), prefixed: false, offset: 2)
+            guard available >= size else { return nil }
+            frame = TPMCommandFrame(bytes: Array(buffer[start..<(start + size)]), locality: nil, prefixed: false)
+            consumed = size
+        }
+        consume(consumed)
+        return frame
+    }
+
+    private func checkedSize(_ size: UInt32, prefixed: Bool, offset: Int) throws(DataChannelError) -> Int {
+        let field = prefixed ? "prefix length" : "command size"
+        guard size >= Self.commandHeaderSize else {
+            throw DataChannelError(.sizeTooSmall, prefixed: prefixed, offset: offset,
+                                   streamOffset: streamBase + start,
+                                   reason: "\(field) \(size) is below the \(Self.commandHeaderSize)-byte header")
+        }
+        guard let value = Int(exactly: size), value <= maximumCommandSize else {
+            throw DataChannelError(.sizeOverLimit, prefixed: prefixed, offset: offset,
+                                   streamOffset: streamBase + start,
+                                   reason: "\(field) \(size) is over the buffer size \(maximumCommandSize)")
+        }
+        return value
+    }
+
+    private mutating func consume(_ count: Int) {
+        start += count
+        if start == buffer.count {
+            streamBase += buffer.count
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        } else if start >= 64 * 1024 {
+            streamBase += start
+            buffer.removeFirst(start)
+            start = 0
+        }
+    }
+}
