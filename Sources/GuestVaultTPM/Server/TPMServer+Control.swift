@@ -8,7 +8,7 @@ extension TPMServer {
             case .getCapability:
                 return .capabilities(.swtpm071TPM2)
             case .initialize(let flags):
-                try startTPM(deleteVolatile: flags.contains(.deleteVolatile))
+                try startTPM(flags.contains(.deleteVolatile) ? .resumeOnce : .discard)
                 return .result(.success)
             case .shutdown:
                 if let engine { try engine.stop() }
@@ -74,9 +74,14 @@ extension TPMServer {
                 try engine.resetEstablishedBit(locality: requested)
             case .getStateBlob(let type, _, let offset):
                 guard let blob = Self.blob(type) else { return .result(.badParameter) }
-                guard let state = try engine.state(blob), !state.isEmpty else {
+                // As swtpm: the permanent and save states come from storage (every NV change
+                // is already committed there); the volatile state is stored first, handed
+                // out, and then removed so that it is not resumed a second time here.
+                if blob == .volatile { try engine.storeVolatile() }
+                guard let state = try storage.load(blob), !state.isEmpty else {
                     return .stateBlob(result: .retry, flags: [], data: [])
                 }
+                if blob == .volatile { try storage.delete(.volatile) }
                 let envelope = try SwtpmStateFile.encodeBlob(state, key: nil)
                 return .stateBlob(result: .success, flags: [], blob: envelope, offset: offset)
             default:

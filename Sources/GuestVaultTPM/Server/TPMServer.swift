@@ -5,7 +5,7 @@ public import GuestVaultSystem
 import Synchronization
 
 /// The swtpm-compatible server: one process per VM. The data channel carries TPM
-/// commands; the control channel swtpm 0.7's commands (docs/SERVER.md), so QEMU's
+/// commands; the control channel swtpm 0.7's commands (docs/SWTPM-PROTOCOL.md), so QEMU's
 /// `-tpmdev emulator` and tpm2-tss's `swtpm` TCTI work unchanged.
 ///
 /// A single thread polls the listening sockets and connections. Every NV change is
@@ -68,7 +68,7 @@ public final class TPMServer {
     /// Serves until CMD_SHUTDOWN or ``requestStop()``. On a stop request the volatile
     /// state is stored and committed first.
     public func run() throws {
-        if configuration.notNeedInit { try startTPM(deleteVolatile: false) }
+        if configuration.notNeedInit { try startTPM(.resumeOnce) }
         while !shutdownRequested {
             if stopRequested.load(ordering: .relaxed) {
                 if let engine {
@@ -110,10 +110,21 @@ public final class TPMServer {
         dataConnection = Connection(StreamSocket(adopting: descriptor, name: "data channel (passed descriptor)"))
     }
 
-    func startTPM(deleteVolatile: Bool) throws {
+    /// How a start treats a stored volatile state.
+    enum VolatileHandling {
+        /// A fresh TPM reset (QEMU starting a VM: CMD_INIT without flags): a stored
+        /// volatile state is dropped, the guest's firmware sends TPM2_Startup.
+        case discard
+        /// Resume from it once and then drop it: CMD_INIT with DELETE_VOLATILE (QEMU after
+        /// an incoming migration) and `--flags not-need-init` (a restarted server).
+        case resumeOnce
+    }
+
+    func startTPM(_ volatile: VolatileHandling) throws {
         if let engine { try engine.stop() }
         engine = nil
-        let started = try TPMEngine.start(storage: storage, deleteVolatile: deleteVolatile)
+        let started = try TPMEngine.start(storage: storage, deleteVolatile: volatile == .discard)
+        if volatile == .resumeOnce { try storage.delete(.volatile) }
         _ = TPMEngine.setBufferSize(bufferSize)
         engine = started
         if configuration.startupClear {
@@ -185,6 +196,7 @@ public final class TPMServer {
             }
             guard let request else { return true }
             let reply = handle(request, connection: connection)
+            log("control: \(request.command) -> \(reply.encoded().prefix(4).map { String(format: "%02x", $0) }.joined())")
             do { try connection.socket.send(reply.encoded()) } catch { return false }
             if shutdownRequested { return false }
         }
