@@ -1,22 +1,30 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import GuestVaultCrypto
+import GuestVaultKeys
+import GuestVaultState
+import GuestVaultSystem
 import GuestVaultTPM
+import GuestVaultTransfer
+import Synchronization
 
-struct Demo: AsyncParsableCommand {
+struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the whole flow on a temporary vault and print what each step did.",
+        abstract: "Run the whole flow on temporary vaults and print what each step did and how long it took.",
         discussion: """
-            Creates a root key in a temporary directory, derives the per-VM key-encryption
-            key for a VM, wraps a fresh guest state protection key under it, seals a sample
-            guest state file, reads it back, opens it, and shows that a changed byte is
-            refused. Nothing outside the temporary directory is touched, and it is removed
-            at the end unless --keep is given.
+            Makes two file vaults in a temporary directory (two "hosts"), creates a VM's
+            container with a manufactured vTPM (EKs and certificates from the host CA), runs
+            TPM commands on it (PCR extend, NV write — each committed durably), seals a
+            runtime-state file as a parallel stream, sends the container over loopback to the
+            second vault with the encrypted transfer, opens it there and checks the NV
+            contents and the data. Nothing outside the temporary directory is touched; it is
+            removed at the end unless --keep is given.
             """
     )
 
-    @Option(name: .customLong("size-mib"), help: "Size of the sample guest state file, in MiB.")
-    var sizeMiB: Int = 4
+    @Option(name: .customLong("size-mib"), help: "Size of the sample runtime state, in MiB.")
+    var sizeMiB: Int = 64
 
     @Flag(help: "Keep the temporary directory and print its path.")
     var keep = false
@@ -25,156 +33,150 @@ struct Demo: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
-        guard (1...1024).contains(sizeMiB) else {
-            throw ValidationError("--size-mib must be between 1 and 1024")
+        guard (1...4096).contains(sizeMiB) else {
+            throw ValidationError("--size-mib must be between 1 and 4096")
         }
     }
 
-    func run() async throws {
-        var steps: [(String, Duration, String)] = []
-        let clock = ContinuousClock()
-        func step<T>(_ name: String, _ body: () throws -> (T, String)) rethrows -> T {
-            let start = clock.now
+    struct Step: Encodable { let step: String; let ms: Double; let detail: String }
+
+    func run() throws {
+        var steps: [Step] = []
+        func step<T>(_ name: String, _ body: () throws -> (T, String)) throws -> T {
+            let start = DispatchTime.now().uptimeNanoseconds
             let (value, detail) = try body()
-            steps.append((name, clock.now - start, detail))
+            let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+            steps.append(Step(step: name, ms: (ms * 1000).rounded() / 1000, detail: detail))
+            if !json { print("  \(name.padding(toLength: 22, withPad: " ", startingAt: 0)) \(String(format: "%9.1f ms", ms))  \(detail)") }
             return value
         }
 
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("guestvault-demo-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false,
-                                                attributes: [.posixPermissions: 0o700])
-        defer { if !keep { try? FileManager.default.removeItem(at: directory) } }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("guestvault-demo-\(UUID().uuidString.prefix(8))").path
+        try FileSystem.createDirectory(directory)
+        defer { if !keep { try? FileManager.default.removeItem(atPath: directory) } }
+        let vm = UUID()
+        let source = FileSystem.join(directory, "host-a"), destination = FileSystem.join(directory, "host-b")
+        try FileSystem.createDirectory(source)
+        try FileSystem.createDirectory(destination)
+        let statePath = FileSystem.join(source, "vm.state"), receivedPath = FileSystem.join(destination, "vm.state")
+        if !json {
+            print("GuestVault \(GuestVaultVersion.string) demo (libtpms \(LibTPMS.version)), VM \(vm.uuidString.lowercased())")
+            print("working in \(directory)")
+        }
 
-        let vmID = UUID()
-        let epoch: UInt32 = 1
-
-        let root = try step("root key") { () throws -> (SecretBytes, String) in
-            let key = try SecretBytes(randomCount: 32)
-            return (key, "256-bit random root key held in memory (\(key))")
+        let (vaultA, vaultB) = try step("vaults") { () throws -> ((KeyVault, KeyVault), String) in
+            let a = try KeyVault.createFileVault(at: FileSystem.join(source, "vault"))
+            let b = try KeyVault.createFileVault(at: FileSystem.join(destination, "vault"))
+            return ((a, b), "two file vaults (0700, root keys 0600): host A \(hexString(a.rootKeyID.prefix(4)))…, host B \(hexString(b.rootKeyID.prefix(4)))…")
         }
-        let kek = try step("per-VM KEK") { () throws -> (SecretBytes, String) in
-            let kek = try KBKDF.counterHMACSHA256(
-                key: root, label: Array("GuestVault KEK".utf8),
-                context: DemoFormat.kekContext(vm: vmID, epoch: epoch), outputByteCount: 32)
-            return (kek, "SP 800-108 HMAC-SHA256 for VM \(vmID.uuidString.lowercased()), epoch \(epoch)")
+        try step("container + vTPM") { () throws -> ((), String) in
+            let container = try GuestStateContainer.create(at: statePath, vm: vm, vault: vaultA)
+            let issue = try EKCertificates.issuer(vault: vaultA, vm: vm)
+            let report = try TPMManufacturer.manufacture(into: container, options: .init(createEndorsementKeys: true, issueCertificate: issue))
+            return ((), "sealed container with a TPM 2.0: RSA-2048 and ECC P-256 EKs, certificates (\(report.rsaCertificateBytes ?? 0) + \(report.eccCertificateBytes ?? 0) bytes) from host A's CA")
         }
-        let (dek, wrappedDEK) = try step("guest state key") { () throws -> ((SecretBytes, [UInt8]), String) in
-            let dek = try SecretBytes(randomCount: 32)
-            let wrapped = try AESKeyWrap.wrapWithPadding(dek, kek: kek)
-            return ((dek, wrapped), "random 256-bit DEK wrapped under the KEK (RFC 5649, \(wrapped.count) bytes)")
+        let nvData = Array("guest secret sealed by GuestVault".utf8)
+        let measurement = try SHA256.hash(Array("kernel and initrd".utf8))
+        let pcr = try step("TPM commands") { () throws -> ([UInt8], String) in
+            let container = try GuestStateContainer.open(at: statePath, access: .readWrite)
+            try container.unlock(with: UnlockCredentials(vault: vaultA))
+            let storage = ContainerTPMStorage(container: container)
+            let engine = try TPMEngine.start(storage: storage)
+            defer { try? engine.stop() }
+            try engine.startup()
+            try engine.pcrExtend(8, sha256: measurement)
+            try engine.nvDefineSpace(0x0150_0001, size: nvData.count, attributes: 0x0006_0006)
+            try engine.nvWrite(0x0150_0001, nvData)
+            let value = try engine.pcrRead(8)
+            try engine.shutdown()
+            try engine.stop()
+            try storage.flush()
+            return (value, "Startup, PCR_Extend(8), NV_DefineSpace + NV_Write: \(storage.commits) durable commits; PCR 8 = \(hexString(value.prefix(6)))…")
         }
-        let sample = try step("sample state") { () throws -> ([UInt8], String) in
-            let bytes = try SecureRandom.bytes(count: sizeMiB << 20)
-            return (bytes, "\(sizeMiB) MiB of stand-in runtime state, SHA-256 \(hexString(try SHA256.hash(bytes).prefix(8)))…")
-        }
-        let aad = DemoFormat.associatedData(vm: vmID, entry: "vm.runtime", generation: 1)
-        let sealedPath = directory.appendingPathComponent("vm.runtime.sealed")
-        try step("seal") { () throws -> ((), String) in
-            let nonce = try SecureRandom.bytes(count: AESGCM.nonceByteCount)
-            let sealed = try AESGCM.seal(sample, key: dek, nonce: nonce, authenticating: aad)
-            let file = Data(wrappedDEK.count.bigEndianBytes4 + wrappedDEK + nonce + sealed)
-            guard FileManager.default.createFile(atPath: sealedPath.path, contents: file,
-                                                 attributes: [.posixPermissions: 0o600]) else {
-                throw ValidationError("could not write \(sealedPath.path)")
+        _ = pcr
+        let runtimeDigest = try step("seal runtime state") { () throws -> ([UInt8], String) in
+            let container = try GuestStateContainer.open(at: statePath, access: .readWrite)
+            try container.unlock(with: UnlockCredentials(vault: vaultA))
+            var hasher = try SHA256()
+            var produced = 0
+            let total = sizeMiB << 20
+            var block = try SecureRandom.bytes(count: 1 << 20)
+            try container.writeStream(EntryName.vmRuntime) { buffer in
+                guard produced < total else { return 0 }
+                let n = min(buffer.count, total - produced, block.count)
+                block[0] ^= UInt8(truncatingIfNeeded: produced >> 20)
+                buffer.replaceSubrange(0..<n, with: block[0..<n])
+                try hasher.update(Array(block[0..<n]))
+                produced += n
+                return n
             }
-            return ((), "AES-256-GCM, bound to VM, entry \"vm.runtime\" and generation 1; wrote \(file.count) bytes, mode 0600")
+            let generation = try container.commit()
+            try container.flush()
+            return (try hasher.finalize(), "\(sizeMiB) MiB vm.runtime sealed as 1 MiB AES-256-GCM chunks on \(ProcessInfo.processInfo.activeProcessorCount) cores; generation \(generation)")
         }
-        let file = try step("read back") { () throws -> ([UInt8], String) in
-            let bytes = [UInt8](try Data(contentsOf: sealedPath))
-            return (bytes, "read \(bytes.count) bytes")
+        let report = try step("send to host B") { () throws -> (ContainerTransfer.Report, String) in
+            let listener = try StreamSocket.listen(.tcp(host: "127.0.0.1", port: 0))
+            let port = listener.localPort!
+            let recipient = try vaultB.recipientKey()
+            let received = Mutex<Result<ContainerTransfer.Report, any Error>?>(nil)
+            let done = DispatchSemaphore(value: 0)
+            Thread.detachNewThread {
+                let result = Result<ContainerTransfer.Report, any Error> {
+                    let connection = try listener.accept()
+                    return try ContainerTransfer.receive(over: connection, into: receivedPath, vault: vaultB, authentication: .asRecipient(recipient))
+                }
+                received.withLock { $0 = result }
+                done.signal()
+            }
+            let socket = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: port))
+            let sent = try ContainerTransfer.send(containerAt: statePath, vault: vaultA, over: socket, authentication: .toRecipient(recipient.publicKey))
+            done.wait()
+            let report = try received.withLock { try $0!.get() }
+            _ = sent
+            let rate = report.seconds > 0 ? Double(report.bytes) / report.seconds / 1e6 : 0
+            return (report, "\(formatBytes(report.bytes)) over loopback, X25519 + AES-256-GCM frames, \(String(format: "%.0f", rate)) MB/s; host B wrapped the key for its vault, generation \(report.generation)")
         }
-        try step("open") { () throws -> ((), String) in
-            let opened = try DemoFormat.open(file, root: root, vm: vmID, epoch: epoch, aad: aad)
-            guard opened == sample else { throw ValidationError("opened state differs from the sample") }
-            return ((), "unwrapped the DEK with a re-derived KEK, opened and compared: identical")
+        _ = report
+        try step("open on host B") { () throws -> ((), String) in
+            let container = try GuestStateContainer.open(at: receivedPath, access: .readWrite)
+            let slot = try container.unlock(with: UnlockCredentials(vault: vaultB))
+            var hasher = try SHA256()
+            try container.readStream(EntryName.vmRuntime) { try hasher.update($0) }
+            guard try hasher.finalize() == runtimeDigest else { throw ValidationError("vm.runtime differs after the transfer") }
+            let storage = ContainerTPMStorage(container: container)
+            let engine = try TPMEngine.start(storage: storage)
+            defer { try? engine.stop() }
+            try engine.startup()
+            let read = try engine.nvRead(0x0150_0001, size: nvData.count)
+            guard read == nvData else { throw ValidationError("NV contents differ after the transfer") }
+            try engine.stop()
+            return ((), "unlocked with host B's vault (slot \(slot)); NV 0x01500001 reads back the same \(nvData.count) bytes; vm.runtime SHA-256 matches")
         }
         try step("tamper check") { () throws -> ((), String) in
-            var changed = file
-            changed[changed.count / 2] ^= 0x01
+            var bytes = try FileSystem.readFile(receivedPath, limit: 1 << 40)
+            let tampered = FileSystem.join(destination, "tampered.state")
+            bytes[bytes.count / 2] ^= 0x01
+            try FileSystem.writeAtomically(bytes, to: tampered)
+            let refused: Bool
             do {
-                _ = try DemoFormat.open(changed, root: root, vm: vmID, epoch: epoch, aad: aad)
-                throw ValidationError("a changed byte was not detected")
-            } catch let error as CryptoError where error.code == .authenticationFailure {
-                // expected
+                let container = try GuestStateContainer.open(at: tampered)
+                try container.unlock(with: UnlockCredentials(vault: vaultB), allowRollback: true)
+                try container.readStream(EntryName.vmRuntime) { _ in }
+                refused = false
+            } catch {
+                refused = true
             }
-            let otherVM = DemoFormat.associatedData(vm: UUID(), entry: "vm.runtime", generation: 1)
-            do {
-                _ = try DemoFormat.open(file, root: root, vm: vmID, epoch: epoch, aad: otherVM)
-                throw ValidationError("state opened under another VM's binding")
-            } catch let error as CryptoError where error.code == .authenticationFailure {
-                // expected
-            }
-            return ((), "a flipped bit and another VM's binding were both refused")
+            guard refused else { throw ValidationError("a flipped bit was not detected") }
+            return ((), "a copy with one flipped bit is refused")
         }
-        _ = dek
 
         if json {
-            struct Step: Encodable { let step: String; let ms: Double; let detail: String }
             struct Summary: Encodable { let vm: String; let libtpms: String; let steps: [Step] }
-            let summary = Summary(vm: vmID.uuidString.lowercased(), libtpms: LibTPMS.version,
-                                  steps: steps.map { Step(step: $0.0, ms: ($0.1.milliseconds * 1000).rounded() / 1000, detail: $0.2) })
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            try printJSON(Summary(vm: vm.uuidString.lowercased(), libtpms: LibTPMS.version, steps: steps))
         } else {
-            print("GuestVault \(GuestVaultVersion.string) demo (libtpms \(LibTPMS.version))")
-            print("VM \(vmID.uuidString.lowercased()), working in \(directory.path)")
-            for (name, duration, detail) in steps {
-                print("  \(name.padding(toLength: 16, withPad: " ", startingAt: 0)) \(String(format: "%9.3f ms", duration.milliseconds))  \(detail)")
-            }
-            if keep { print("Kept \(directory.path)") }
-            print("Demo finished: sealed, opened and verified \(sizeMiB) MiB of guest state.")
+            if keep { print("Kept \(directory)") }
+            print(String(format: "Demo finished in %.1f ms: a VM's vTPM and %d MiB of runtime state sealed, moved to another vault, opened and verified.",
+                         steps.reduce(0) { $0 + $1.ms }, sizeMiB))
         }
-    }
-}
-
-/// The demo's small stand-in file layout, until the container format exists:
-/// wrapped-DEK length (u32 big-endian), wrapped DEK, nonce, ciphertext, tag.
-enum DemoFormat {
-    static func kekContext(vm: UUID, epoch: UInt32) -> [UInt8] {
-        vm.bytes + epoch.bigEndianBytes
-    }
-
-    static func associatedData(vm: UUID, entry: String, generation: UInt64) -> [UInt8] {
-        Array("GuestVault demo v1".utf8) + vm.bytes + Array(entry.utf8) + generation.bigEndianBytes
-    }
-
-    static func open(_ file: [UInt8], root: SecretBytes, vm: UUID, epoch: UInt32, aad: [UInt8]) throws -> [UInt8] {
-        guard file.count >= 4 else { throw ValidationError("sealed file is truncated") }
-        let wrappedCount = Int(file[0]) << 24 | Int(file[1]) << 16 | Int(file[2]) << 8 | Int(file[3])
-        guard wrappedCount <= 64, file.count >= 4 + wrappedCount + AESGCM.nonceByteCount + AESGCM.tagByteCount else {
-            throw ValidationError("sealed file is truncated")
-        }
-        let wrapped = Array(file[4..<(4 + wrappedCount)])
-        let nonce = Array(file[(4 + wrappedCount)..<(4 + wrappedCount + 12)])
-        let sealed = Array(file[(4 + wrappedCount + 12)...])
-        let kek = try KBKDF.counterHMACSHA256(key: root, label: Array("GuestVault KEK".utf8),
-                                              context: kekContext(vm: vm, epoch: epoch), outputByteCount: 32)
-        let dek = try AESKeyWrap.unwrapWithPadding(wrapped, kek: kek)
-        return try AESGCM.open(sealed, key: dek, nonce: nonce, authenticating: aad)
-    }
-}
-
-extension UUID {
-    var bytes: [UInt8] {
-        withUnsafeBytes(of: uuid) { Array($0) }
-    }
-}
-
-extension FixedWidthInteger {
-    var bigEndianBytes: [UInt8] {
-        withUnsafeBytes(of: self.bigEndian) { Array($0) }
-    }
-}
-
-extension Int {
-    var bigEndianBytes4: [UInt8] { UInt32(truncatingIfNeeded: self).bigEndianBytes }
-}
-
-extension Duration {
-    var milliseconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
 }
