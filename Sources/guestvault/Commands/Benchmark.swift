@@ -39,6 +39,15 @@ struct BenchmarkCommand: ParsableCommand {
     @Flag(name: .customLong("no-openssl"), help: "Skip running `openssl speed` for the reference figure.")
     var noOpenSSL = false
 
+    @Option(name: .customLong("vault"), help: ArgumentHelp("Also measure KEK derivations on this vault (e.g. a PKCS#11 vault).", valueName: "dir"))
+    var extraVault: String?
+
+    @Flag(help: "Also measure the vTPM: GetRandom through the engine against libtpms directly, a durable NV_Write through `guestvault serve` next to swtpm's, and manufacture next to swtpm_setup.")
+    var tpm = false
+
+    @Flag(help: "Only the vTPM measurements (implies --tpm).")
+    var tpmOnly = false
+
     struct Row: Codable {
         let name: String
         let operationsPerSecond: Double?
@@ -59,6 +68,10 @@ struct BenchmarkCommand: ParsableCommand {
     }
 
     func run() throws {
+        if tpm || tpmOnly {
+            try TPMBenchmarkRun(json: json, dir: dir).run()
+            if tpmOnly { return }
+        }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let reference = noOpenSSL ? nil : Self.openSSLSpeed()
         var rows: [Row] = []
@@ -91,6 +104,13 @@ struct BenchmarkCommand: ParsableCommand {
         let kek = try measureKEK(vault)
         rows.append(Row(name: "per-VM KEK derivation", operationsPerSecond: kek, megabytesPerSecond: nil, microseconds: 1e6 / kek, ratioToOpenSSL: nil))
         if !json { printRow(rows.last!) }
+
+        if let extraVault {
+            let other = try KeyVault.open(at: extraVault)
+            let rate = try measureKEK(other)
+            rows.append(Row(name: "KEK derivation, \(other.backend.kind) vault", operationsPerSecond: rate, megabytesPerSecond: nil, microseconds: 1e6 / rate, ratioToOpenSSL: nil))
+            if !json { printRow(rows.last!) }
+        }
 
         let (commit, baseline) = try measureCommits(vault: vault, in: scratch)
         rows.append(Row(name: "pwrite+fdatasync 8 KiB (baseline)", operationsPerSecond: 1e6 / baseline, megabytesPerSecond: nil, microseconds: baseline, ratioToOpenSSL: nil))
