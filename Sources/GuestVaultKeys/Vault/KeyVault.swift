@@ -11,6 +11,8 @@ import Synchronization
 ///   vault.json       0600  kind of vault, root key id, PKCS#11 token details
 ///   root.key         0600  file vault only: the root key (optionally passphrase-wrapped)
 ///   recipient.key    0600  the vault's X25519 recipient key, sealed (made on first use)
+///   ca.key           0600  the host CA's private key and certificate, sealed (made on first use)
+///   ca.pem           0644  the host CA's certificate, for checking EK certificates
 ///   counters/        0700  one rollback counter file per VM
 /// ```
 public final class KeyVault: Sendable {
@@ -80,6 +82,7 @@ public final class KeyVault: Sendable {
         at path: String, module: String, token: String, pinFile: String, keyLabel: String = "guestvault-root"
     ) throws -> KeyVault {
         try prepareDirectory(path)
+        let module = absolute(module)
         let backend = try PKCS11RootKey.open(module: module, tokenLabel: token, pinFile: pinFile,
                                              keyLabel: keyLabel, createIfMissing: true)
         let configuration = VaultConfiguration(
