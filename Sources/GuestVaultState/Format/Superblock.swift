@@ -60,7 +60,7 @@ public enum ContainerFormat {
     /// Entries per container.
     public static let maximumEntries = 1024
     /// Stream chunk size.
-    public static let chunkSize = 1 << 20
+    public static let chunkSize = 256 << 10
     /// Bytes of a commit record body a reader accepts.
     public static let maximumCommitSize = 1 << 20
 }

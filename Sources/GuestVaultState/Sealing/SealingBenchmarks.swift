@@ -52,7 +52,7 @@ package enum SealingBenchmarks {
         }
     }
 
-    /// Sealing `total` bytes as 1 MiB stream chunks on `threads` threads (no disk), with
+    /// Sealing `total` bytes as 256 KiB stream chunks on `threads` threads (no disk), with
     /// the buffers the container's stream writer reuses.
     package static func streamSeal(total: Int, threads: Int) throws -> Rate {
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
@@ -75,7 +75,7 @@ package enum SealingBenchmarks {
         return Rate(operations: count, bytes: count * chunk, seconds: seconds)
     }
 
-    /// Opening `total` bytes of 1 MiB stream chunks on `threads` threads (no disk). Each
+    /// Opening `total` bytes of 256 KiB stream chunks on `threads` threads (no disk). Each
     /// round re-seals the buffers outside the timed part (opening decrypts in place).
     package static func streamOpen(total: Int, threads: Int) throws -> Rate {
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))

@@ -112,7 +112,7 @@ struct Demo: ParsableCommand {
             }
             let generation = try container.commit()
             try container.flush()
-            return (try hasher.finalize(), "\(sizeMiB) MiB vm.runtime sealed as 1 MiB AES-256-GCM chunks on \(ProcessInfo.processInfo.activeProcessorCount) cores; generation \(generation)")
+            return (try hasher.finalize(), "\(sizeMiB) MiB vm.runtime sealed as 256 KiB AES-256-GCM chunks on \(ProcessInfo.processInfo.activeProcessorCount) cores; generation \(generation)")
         }
         let report = try step("send to host B") { () throws -> (ContainerTransfer.Report, String) in
             let listener = try StreamSocket.listen(.tcp(host: "127.0.0.1", port: 0))

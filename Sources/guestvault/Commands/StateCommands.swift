@@ -146,7 +146,7 @@ struct Put: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Seal a file (or standard input) into a container entry and commit.",
         discussion: """
-            Inputs up to 16 MiB become one sealed blob; larger ones a sealed stream of 1 MiB
+            Inputs up to 16 MiB become one sealed blob; larger ones a sealed stream of 256 KiB
             chunks, sealed in parallel with constant memory.
 
             Examples:
