@@ -52,6 +52,14 @@ public final class OpenFile: @unchecked Sendable {
         }
     }
 
+    /// Reads up to `count` bytes at `offset` into `buffer` starting at `bufferOffset`.
+    public func read(into buffer: inout [UInt8], bufferOffset: Int, at offset: Int64, count: Int) throws -> Int {
+        precondition(bufferOffset >= 0 && bufferOffset + count <= buffer.count)
+        return try buffer.withUnsafeMutableBytes {
+            try Syscalls.preadAll(fd, UnsafeMutableRawBufferPointer(rebasing: $0[bufferOffset..<(bufferOffset + count)]), at: offset, path: path)
+        }
+    }
+
     /// Writes all of `bytes` at `offset`.
     public func write(_ bytes: [UInt8], at offset: Int64) throws {
         try bytes.withUnsafeBytes { try Syscalls.pwriteAll(fd, $0, at: offset, path: path) }

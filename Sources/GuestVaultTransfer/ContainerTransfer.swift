@@ -66,16 +66,17 @@ public enum ContainerTransfer {
             offset += UInt64(piece.count)
         }
         var sinceReport: UInt64 = 0
+        // One buffer for every data frame: header room, offset, data, tag room.
+        var frame = [UInt8](repeating: 0, count: FrameHeader.count + 8 + dataChunk + AESGCM.tagByteCount)
         while offset < length {
-            let piece = try container.rawBytes(at: Int64(offset), count: Int(min(UInt64(dataChunk), length - offset)))
-            guard !piece.isEmpty else { throw TransferError(.io, "\(path) ended at \(offset) while sending") }
-            try digest.update(piece)
-            var frame = ByteWriterT()
-            frame.u64(offset)
-            frame.raw(piece)
-            try secure.send(.data, frame.bytes)
-            offset += UInt64(piece.count)
-            sinceReport += UInt64(piece.count)
+            let count = Int(min(UInt64(dataChunk), length - offset))
+            let read = try container.readRaw(into: &frame, bufferOffset: FrameHeader.count + 8, at: Int64(offset), count: count)
+            guard read == count else { throw TransferError(.io, "\(path) ended at \(offset) while sending") }
+            try digest.update(frame, range: (FrameHeader.count + 8)..<(FrameHeader.count + 8 + count))
+            frame.replaceSubrange(FrameHeader.count..<(FrameHeader.count + 8), with: bigEndian64(offset))
+            try secure.send(.data, frame: &frame, payloadCount: 8 + count)
+            offset += UInt64(count)
+            sinceReport += UInt64(count)
             if sinceReport >= 16 << 20 || offset == length {
                 sinceReport = 0
                 progress?(Progress(bytes: offset - resumeFrom, total: length - resumeFrom,
@@ -195,7 +196,7 @@ public enum ContainerTransfer {
                     throw TransferError(.unexpectedFrame, "data for bytes \(at)..<\(at + count) arrived where \(offset) was due (length \(length))")
                 }
                 let data = payload[8...]
-                try digest.update(Array(data))
+                try digest.update(payload, range: 8..<payload.count)
                 do { try file.write(data, at: Int64(at)) } catch { throw TransferError(.io, "cannot write \(partial): \(error)") }
                 offset += count
                 sinceAck += count

@@ -158,16 +158,29 @@ final class SecureChannel {
     func receivedTranscriptHash() throws -> [UInt8] { try receivedTranscript.current() }
 
     func send(_ type: FrameType, _ payload: [UInt8]) throws {
-        let header = FrameHeader(bodyLength: UInt32(payload.count + AESGCM.tagByteCount), type: type, sequence: sendSequence)
+        var frame = [UInt8](repeating: 0, count: FrameHeader.count)
+        frame.reserveCapacity(FrameHeader.count + payload.count + AESGCM.tagByteCount)
+        frame += payload
+        frame += [UInt8](repeating: 0, count: AESGCM.tagByteCount)
+        try send(type, frame: &frame, payloadCount: payload.count)
+    }
+
+    /// Sends a frame built in place: `frame` holds 16 bytes of room for the header, then
+    /// the payload, then 16 bytes of room for the tag (it may be longer; the rest is not
+    /// sent). No copy of the payload is made.
+    func send(_ type: FrameType, frame: inout [UInt8], payloadCount: Int) throws {
+        let header = FrameHeader(bodyLength: UInt32(payloadCount + AESGCM.tagByteCount), type: type, sequence: sendSequence)
         let headerBytes = header.bytes
-        var frame = headerBytes + payload + [UInt8](repeating: 0, count: AESGCM.tagByteCount)
-        var body = Array(frame[FrameHeader.count...])
-        try sealer.seal(prefixOf: &body, count: payload.count, nonce: Self.nonce(sendSequence), authenticating: headerBytes)
-        frame.replaceSubrange(FrameHeader.count..., with: body)
-        try sentTranscript.update(frame)
-        try channel.send(frame)
+        frame.replaceSubrange(0..<FrameHeader.count, with: headerBytes)
+        try sealer.seal(rangeOf: &frame, start: FrameHeader.count, count: payloadCount, nonce: Self.nonce(sendSequence), authenticating: headerBytes)
+        let end = FrameHeader.count + payloadCount + AESGCM.tagByteCount
+        // The transcript covers each frame's header and tag: the tag authenticates the
+        // ciphertext under the session key, so this binds every byte sent.
+        try sentTranscript.update(headerBytes)
+        try sentTranscript.update(Array(frame[(end - AESGCM.tagByteCount)..<end]))
+        try channel.send(end == frame.count ? frame : Array(frame[0..<end]))
         sendSequence += 1
-        payloadSent += UInt64(payload.count)
+        payloadSent += UInt64(payloadCount)
     }
 
     /// The next frame; checks its sequence number and opens it.
@@ -180,6 +193,7 @@ final class SecureChannel {
                         : "frame \(header.sequence) arrived where \(receiveSequence) was due: a frame was dropped or reordered")
                 }
                 var payload = body
+                let tag = Array(body.suffix(AESGCM.tagByteCount))
                 do {
                     try opener.open(prefixOf: &payload, count: body.count - AESGCM.tagByteCount, nonce: Self.nonce(header.sequence), authenticating: headerBytes)
                 } catch let error as CryptoError where error.code == .authenticationFailure {
@@ -187,13 +201,14 @@ final class SecureChannel {
                 }
                 payload.removeLast(AESGCM.tagByteCount)
                 transcriptBeforeLastReceived = try receivedTranscript.current()
-                try receivedTranscript.update(headerBytes + body)
+                try receivedTranscript.update(headerBytes)
+                try receivedTranscript.update(tag)
                 receiveSequence += 1
                 return (header.type, payload)
             }
             let bytes: [UInt8]
             do {
-                bytes = try channel.receive(maximum: 1 << 20)
+                bytes = try channel.receive(maximum: 256 << 10)
             } catch let error as TransferError {
                 throw error
             } catch {

@@ -135,6 +135,20 @@ public final class AESGCMContext {
         }
     }
 
+    /// Encrypts `count` bytes of `buffer` from `start` in place and writes the tag right
+    /// after them. No allocation.
+    public func seal(rangeOf buffer: inout [UInt8], start: Int, count: Int, nonce: [UInt8], authenticating aad: [UInt8] = []) throws {
+        guard start >= 0, count >= 0, buffer.count >= start + count + AESGCM.tagByteCount else {
+            throw CryptoError(.invalidInput, operation: "AES-256-GCM seal",
+                              reason: "a buffer of \(buffer.count) bytes cannot hold \(count) bytes at \(start) and a tag")
+        }
+        try buffer.withUnsafeMutableBytes { io in
+            let body = UnsafeMutableRawBufferPointer(rebasing: io[start..<(start + count)])
+            let tag = UnsafeMutableRawBufferPointer(rebasing: io[(start + count)..<(start + count + AESGCM.tagByteCount)])
+            try rawSeal(nonce: nonce, aad: aad, input: UnsafeRawBufferPointer(body), output: body, tag: tag)
+        }
+    }
+
     /// Checks the tag stored right after the first `count` bytes of `buffer` and decrypts
     /// those bytes in place. On failure they are zeroed.
     public func open(prefixOf buffer: inout [UInt8], count: Int, nonce: [UInt8], authenticating aad: [UInt8] = []) throws {

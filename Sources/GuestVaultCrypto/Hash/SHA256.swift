@@ -35,6 +35,13 @@ public struct SHA256: ~Copyable {
         try OpenSSL.check(bytes.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress, $0.count) }, operation, "EVP_DigestUpdate")
     }
 
+    /// Adds `bytes[range]` without copying them.
+    public mutating func update(_ bytes: [UInt8], range: Range<Int>) throws {
+        precondition(range.lowerBound >= 0 && range.upperBound <= bytes.count)
+        let ctx = context
+        try OpenSSL.check(bytes.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress! + range.lowerBound, range.count) }, operation, "EVP_DigestUpdate")
+    }
+
     /// The digest so far, without ending the hash (for running transcript hashes).
     public func current() throws -> [UInt8] {
         guard let copy = EVP_MD_CTX_new() else {

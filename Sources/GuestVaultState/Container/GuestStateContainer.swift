@@ -197,6 +197,11 @@ public final class GuestStateContainer {
     /// never change while the file stays (appends go after them; rewrites use a new file).
     public var logEnd: Int64 { scan.logEnd }
 
+    /// Reads raw file bytes into `buffer` at `bufferOffset`, returning how many were read.
+    public func readRaw(into buffer: inout [UInt8], bufferOffset: Int, at offset: Int64, count: Int) throws -> Int {
+        try file.read(into: &buffer, bufferOffset: bufferOffset, at: offset, count: count)
+    }
+
     /// Reads raw file bytes (for transfers of the sealed file).
     public func rawBytes(at offset: Int64, count: Int) throws -> [UInt8] {
         try LogScan.read(file, offset, count)
