@@ -227,7 +227,15 @@ public enum ContainerTransfer {
                     try? FileSystem.removeFile(partial)
                     throw TransferError(.integrity, "the file digest does not match what the sender read")
                 }
-                let generation = try commit(partial: partial, file: file, to: destination, dek: dek, vault: vault, vm: vm)
+                let generation: UInt64
+                do {
+                    generation = try commit(partial: partial, file: file, to: destination, dek: dek, vault: vault, vm: vm)
+                } catch {
+                    // Every byte arrived and verified, but the container is not acceptable
+                    // here (another VM, a rollback, a bad key): nothing to resume.
+                    for path in [partial, partial + ".lock", partial + ".ack"] { try? FileSystem.removeFile(path) }
+                    throw error
+                }
                 try secure.send(.done, bigEndian64(generation))
                 return Report(vm: vm, generation: generation, bytes: length - have, resumedFrom: have,
                               seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
