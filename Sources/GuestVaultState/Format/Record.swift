@@ -90,6 +90,8 @@ struct StreamHeader: Equatable {
         let check = try r.array(8, "stream header check")
         guard Array(try SHA256.hash(Array(bytes[0..<40])).prefix(8)) == check else { throw r.error("stream header", "check does not match") }
         guard chunkSize >= 4096, chunkSize <= 64 << 20, chunkSize % 16 == 0 else { throw r.error("chunk size", "\(chunkSize) is out of range") }
+        // Hostile lengths: keep every later sum and product far from overflowing.
+        guard length <= 1 << 56 else { throw r.error("stream length", "\(length) bytes is more than a stream may hold") }
         guard count == SealedStream.chunkCount(length: length, chunkSize: Int(chunkSize)) else {
             throw r.error("chunk count", "\(count) chunks do not fit a stream of \(length) bytes in chunks of \(chunkSize)")
         }

@@ -16,7 +16,8 @@ enum SealedStream {
     /// Chunks in a stream of `length` bytes: at least one (an empty stream has one empty
     /// last chunk).
     static func chunkCount(length: UInt64, chunkSize: Int) -> UInt64 {
-        length == 0 ? 1 : (length + UInt64(chunkSize) - 1) / UInt64(chunkSize)
+        let size = UInt64(chunkSize)
+        return length == 0 ? 1 : length / size + (length % size == 0 ? 0 : 1)
     }
 
     static func nonce(_ index: UInt64) -> [UInt8] {
