@@ -28,8 +28,8 @@ enum RecipientKeyFile {
                 throw VaultError(.corrupt, subject: path, reason: "not a recipient key file of the expected size and version")
             }
             do {
-                let raw = try AESGCM.open(Array(bytes[20...]), key: sealKey, nonce: Array(bytes[8..<20]), authenticating: header + rootKeyID)
-                defer { _ = raw }
+                var raw = try AESGCM.open(Array(bytes[20...]), key: sealKey, nonce: Array(bytes[8..<20]), authenticating: header + rootKeyID)
+                defer { for index in raw.indices { raw[index] = 0 } }
                 return try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: raw))
             } catch let error as CryptoError where error.code == .authenticationFailure {
                 throw VaultError(.corrupt, subject: path, reason: "the recipient key does not verify under this vault's root key")
@@ -37,7 +37,9 @@ enum RecipientKeyFile {
         }
         let key = try X25519.PrivateKey()
         let nonce = try SecureRandom.bytes(count: 12)
-        let sealed = try AESGCM.seal(key.rawRepresentation.unsafeCopyOfBytes(), key: sealKey, nonce: nonce, authenticating: header + rootKeyID)
+        var plain = key.rawRepresentation.unsafeCopyOfBytes()
+        defer { for index in plain.indices { plain[index] = 0 } }
+        let sealed = try AESGCM.seal(plain, key: sealKey, nonce: nonce, authenticating: header + rootKeyID)
         do {
             try FileSystem.writeAtomically(header + nonce + sealed, to: path)
         } catch {
