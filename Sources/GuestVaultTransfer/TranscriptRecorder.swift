@@ -1,0 +1,490 @@
+import Dispatch
+package import Foundation
+package import GuestVaultCrypto
+package import GuestVaultKeys
+import GuestVaultState
+import GuestVaultSystem
+import Synchronization
+
+// Transcript vectors (Vectors/formats/transfer/): a whole sender → receiver exchange with
+// fixed handshake values, recorded message by message, so another implementation of
+// docs/TRANSFER.md can check itself frame by frame.
+//
+// `ContainerTransfer.send` and `.receive` draw their ephemeral keys and randoms inside, so
+// the two ends here are driven through the same `SecureChannel.establish(…ephemeral:random:)`,
+// `SecureChannel` frames, manifest layout, transfer id and constants as the real ones, with
+// the fixed values passed in. The tests run these ends against the real `send` and
+// `receive` to show they exchange the same payloads.
+
+// MARK: In-memory byte streams
+
+/// One direction of an in-memory byte stream: writes never block; a read waits for bytes
+/// or for the end. One reader at a time.
+package final class BytePipe: Sendable {
+    private struct State {
+        var bytes: [UInt8] = []
+        var start = 0
+        var closed = false
+        /// The reader is blocked on an empty, open pipe.
+        var readerWaiting = false
+    }
+
+    private let state = Mutex(State())
+    /// Signalled after every write and on close; a reader re-checks after each wake.
+    private let ready = DispatchSemaphore(value: 0)
+
+    package init() {}
+
+    package func write(_ bytes: [UInt8]) throws {
+        let accepted = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.bytes += bytes
+            return true
+        }
+        guard accepted else { throw TransferError(.io, "the in-memory stream was closed; \(bytes.count) bytes were not sent") }
+        ready.signal()
+    }
+
+    /// Up to `maximum` bytes; empty once the pipe is closed and drained.
+    package func read(maximum: Int) -> [UInt8] {
+        while true {
+            if let bytes = take(maximum: maximum) { return bytes }
+            ready.wait()
+        }
+    }
+
+    /// Like ``read(maximum:)``, but nil if nothing came within `timeout`.
+    package func read(maximum: Int, waitingAtMost timeout: DispatchTimeInterval) -> [UInt8]? {
+        let deadline = DispatchTime.now() + timeout
+        while true {
+            if let bytes = take(maximum: maximum) { return bytes }
+            if ready.wait(timeout: deadline) == .timedOut {
+                state.withLock { $0.readerWaiting = false }
+                return take(maximum: maximum)
+            }
+        }
+    }
+
+    /// True while the reader waits on this pipe with nothing in it and the writer has not
+    /// closed it. A reader writes everything it has to say before it waits, so if the
+    /// peer also waits on an empty pipe, neither will ever move (a test's stall check).
+    package var readerIsWaitingOnEmpty: Bool {
+        state.withLock { $0.readerWaiting && $0.start == $0.bytes.count && !$0.closed }
+    }
+
+    /// Bytes if there are any, empty at the end, nil if the reader must wait.
+    private func take(maximum: Int) -> [UInt8]? {
+        state.withLock { state in
+            if state.start < state.bytes.count {
+                state.readerWaiting = false
+                let count = min(maximum, state.bytes.count - state.start)
+                let out = Array(state.bytes[state.start..<(state.start + count)])
+                state.start += count
+                if state.start == state.bytes.count {
+                    state.bytes.removeAll(keepingCapacity: true)
+                    state.start = 0
+                }
+                return out
+            }
+            if state.closed { return [] }
+            state.readerWaiting = true
+            return nil
+        }
+    }
+
+    /// No more writes; the reader gets what is left, then the end of the stream.
+    package func close() {
+        state.withLock { $0.closed = true }
+        ready.signal()
+    }
+}
+
+/// One end of an in-memory duplex byte stream. `observe` sees every `send`, in order,
+/// before the bytes go out (for recording a transcript).
+package final class MemoryChannel: ByteChannel, Sendable {
+    package let incoming: BytePipe
+    package let outgoing: BytePipe
+    private let observe: (@Sendable ([UInt8]) -> Void)?
+
+    package init(incoming: BytePipe, outgoing: BytePipe, observe: (@Sendable ([UInt8]) -> Void)? = nil) {
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self.observe = observe
+    }
+
+    /// Two connected ends.
+    package static func pair(
+        observeFirst: (@Sendable ([UInt8]) -> Void)? = nil, observeSecond: (@Sendable ([UInt8]) -> Void)? = nil
+    ) -> (MemoryChannel, MemoryChannel) {
+        let forward = BytePipe(), backward = BytePipe()
+        return (MemoryChannel(incoming: backward, outgoing: forward, observe: observeFirst),
+                MemoryChannel(incoming: forward, outgoing: backward, observe: observeSecond))
+    }
+
+    package func send(_ bytes: [UInt8]) throws {
+        observe?(bytes)
+        try outgoing.write(bytes)
+    }
+
+    package func receive(maximum: Int) throws -> [UInt8] { incoming.read(maximum: maximum) }
+
+    /// Ends both directions (wakes a peer blocked in `receive`).
+    package func close() {
+        incoming.close()
+        outgoing.close()
+    }
+}
+
+// MARK: Fixed inputs
+
+/// One end's handshake values: its ephemeral X25519 key and its 32-byte hello random.
+package struct FixedHandshake: Sendable {
+    package let ephemeral: X25519.PrivateKey
+    package let random: [UInt8]
+
+    package init(ephemeral: X25519.PrivateKey, random: [UInt8]) {
+        self.ephemeral = ephemeral
+        self.random = random
+    }
+}
+
+/// The sealed container as a sender reads it once: the bytes [0, logEnd), its DEK, and
+/// what the manifest says about it (docs/TRANSFER.md §4.2).
+package struct TransferSource: Sendable {
+    package let bytes: [UInt8]
+    package let dek: SecretBytes
+    package let vm: UUID
+    package let containerID: [UInt8]
+    package let generation: UInt64
+    package let transferID: [UInt8]
+
+    /// Opens and unlocks the container the way `ContainerTransfer.send` does; the
+    /// transfer id is the same stable one unless given.
+    package init(containerAt path: String, vault: KeyVault, transferID: [UInt8]? = nil) throws {
+        let container = try GuestStateContainer.open(at: path)
+        try container.unlock(with: UnlockCredentials(vault: vault))
+        bytes = try container.rawBytes(at: 0, count: Int(container.logEnd))
+        dek = try container.protectionKey()
+        vm = container.vm
+        containerID = GuestVaultCrypto.bytes(fromHex: container.info.containerID) ?? []
+        generation = container.generation
+        self.transferID = try transferID ?? ContainerTransfer.stableTransferID(container)
+    }
+}
+
+// MARK: Recording
+
+package enum TranscriptRecorder {
+    package enum Direction: String, Sendable {
+        case senderToReceiver = "sender->receiver"
+        case receiverToSender = "receiver->sender"
+    }
+
+    /// A frame as one end sent or received it (plaintext payload). For frames the sender
+    /// sent, `transcript` is its transcript hash after the frame (docs/TRANSFER.md §3.3).
+    package struct Frame: Sendable, Equatable {
+        package let direction: Direction
+        package let type: FrameType
+        package let payload: [UInt8]
+        package let transcript: [UInt8]?
+    }
+
+    /// One `ByteChannel.send`: a hello or one whole frame.
+    package struct Message: Sendable {
+        package let direction: Direction
+        package let bytes: [UInt8]
+        /// Nil for the two hellos.
+        package let frame: Frame?
+    }
+
+    package struct Transcript: Sendable {
+        package let messages: [Message]
+        package let keyID: [UInt8]
+        /// X25519(sender ephemeral, recipient key), or the PSK.
+        package let firstSecret: [UInt8]
+        /// X25519(sender ephemeral, receiver ephemeral).
+        package let ephemeralShared: [UInt8]
+        package let handshakeHash: [UInt8]
+        package let senderToReceiverKey: [UInt8]
+        package let receiverToSenderKey: [UInt8]
+        /// The generation the receiver committed (the DONE frame's payload).
+        package let committedGeneration: UInt64
+    }
+
+    /// The hello key id for `authentication` (docs/TRANSFER.md §2.1).
+    package static func keyID(for authentication: TransferAuthentication) throws -> [UInt8] {
+        try Hello.keyID(for: authentication)
+    }
+
+    /// Runs a sender and a receiver with fixed handshake values over an in-memory stream,
+    /// and records every message in the order it was sent. The receiver commits the
+    /// container at `destination` for `receiverVault`. For containers under 64 MiB (no
+    /// acknowledgements during the data), so the order is fixed by the protocol alone.
+    package static func recordTranscript(
+        source: TransferSource, senderAuthentication: TransferAuthentication, sender: FixedHandshake,
+        receiverAuthentication: TransferAuthentication, receiver: FixedHandshake,
+        receiverVault: KeyVault, destination: String
+    ) throws -> Transcript {
+        let sent = Mutex<[(Direction, [UInt8])]>([])
+        let senderStarted = DispatchSemaphore(value: 0)
+        let (senderEnd, receiverEnd) = MemoryChannel.pair(
+            observeFirst: { bytes in
+                sent.withLock { $0.append((.senderToReceiver, bytes)) }
+                senderStarted.signal()
+            },
+            observeSecond: { bytes in sent.withLock { $0.append((.receiverToSender, bytes)) } })
+
+        let senderResult = Mutex<Result<[Frame], any Error>?>(nil)
+        let senderDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            let result = Result { try TranscriptRecorder.send(source, over: senderEnd, authentication: senderAuthentication, handshake: sender) }
+            senderEnd.close()
+            senderResult.withLock { $0 = result }
+            senderDone.signal()
+        }
+        // The receiver starts once the sender's hello is out, so the hellos are recorded
+        // in the order sender, receiver; every later message waits for the one before.
+        senderStarted.wait()
+        let received = Result {
+            try TranscriptRecorder.receive(over: receiverEnd, into: destination, vault: receiverVault, authentication: receiverAuthentication,
+                        handshake: receiver)
+        }
+        receiverEnd.close()
+        senderDone.wait()
+        let senderFrames = try senderResult.withLock { $0! }.get()
+        let receiverFrames = try received.get()
+
+        // Pair each recorded frame with its plaintext: the sender's list for the frames it
+        // sent, the receiver's for the frames it sent.
+        var fromSender = senderFrames.filter { $0.direction == .senderToReceiver }[...]
+        var fromReceiver = receiverFrames.filter { $0.direction == .receiverToSender }[...]
+        var messages: [Message] = []
+        for (index, (direction, bytes)) in sent.withLock({ $0 }).enumerated() {
+            guard index >= 2 else {
+                messages.append(Message(direction: direction, bytes: bytes, frame: nil))
+                continue
+            }
+            let frame = direction == .senderToReceiver ? fromSender.popFirst() : fromReceiver.popFirst()
+            guard let frame else { throw TransferError(.unexpectedFrame, "recorded message \(index) has no matching frame") }
+            messages.append(Message(direction: direction, bytes: bytes, frame: frame))
+        }
+        guard messages.count >= 2, messages[0].direction == .senderToReceiver, messages[1].direction == .receiverToSender else {
+            throw TransferError(.unexpectedFrame, "the recording does not start with the sender's hello, then the receiver's")
+        }
+        guard let done = receiverFrames.last, done.type == .done, done.payload.count == 8 else {
+            throw TransferError(.unexpectedFrame, "the receiver did not finish with a DONE frame")
+        }
+
+        let first: SecretBytes
+        switch senderAuthentication {
+        case .toRecipient(let recipient): first = try sender.ephemeral.sharedSecret(with: recipient)
+        case .presharedKey(let psk): first = psk
+        case .asRecipient: throw TransferError(.keys, "the sender side cannot use a recipient private key")
+        }
+        let ephemeralShared = try sender.ephemeral.sharedSecret(with: receiver.ephemeral.publicKey)
+        let keys = try SessionKeys.derive(first: first, ephemeralShared: ephemeralShared,
+                                          senderHello: messages[0].bytes, receiverHello: messages[1].bytes)
+        return Transcript(
+            messages: messages, keyID: try Hello.keyID(for: senderAuthentication),
+            firstSecret: first.unsafeCopyOfBytes(), ephemeralShared: ephemeralShared.unsafeCopyOfBytes(),
+            handshakeHash: keys.handshakeHash, senderToReceiverKey: keys.senderToReceiver.unsafeCopyOfBytes(),
+            receiverToSenderKey: keys.receiverToSender.unsafeCopyOfBytes(), committedGeneration: uint64(done.payload))
+    }
+
+    // MARK: The sender
+
+    /// The frame sequence of `ContainerTransfer.send` (docs/TRANSFER.md §4.3) with fixed
+    /// handshake values. Returns every frame sent and received, in order.
+    package static func send(
+        _ source: TransferSource, over channel: ByteChannel, authentication: TransferAuthentication, handshake: FixedHandshake
+    ) throws -> [Frame] {
+        let secure = try SecureChannel.establish(over: channel, role: .sender, authentication: authentication,
+                                                 ephemeral: handshake.ephemeral, random: handshake.random)
+        var frames: [Frame] = []
+        func send(_ type: FrameType, _ payload: [UInt8]) throws {
+            try secure.send(type, payload)
+            frames.append(Frame(direction: .senderToReceiver, type: type, payload: payload, transcript: try secure.sentTranscriptHash()))
+        }
+        func receive() throws -> (FrameType, [UInt8]) {
+            let (type, payload) = try secure.receive()
+            frames.append(Frame(direction: .receiverToSender, type: type, payload: payload, transcript: nil))
+            return (type, payload)
+        }
+
+        let length = UInt64(source.bytes.count)
+        var manifest = ByteWriterT()
+        manifest.raw(source.transferID)
+        manifest.raw(withUnsafeBytes(of: source.vm.uuid) { Array($0) })
+        manifest.raw(source.containerID)
+        manifest.u64(source.generation)
+        manifest.u64(length)
+        try send(.manifest, manifest.bytes)
+
+        let (type, ack) = try receive()
+        if type == .error { throw TransferError(.peer, "the receiver refused: \(String(decoding: ack, as: UTF8.self))") }
+        guard type == .ack, ack.count == 8 else { throw TransferError(.unexpectedFrame, "expected the receiver's acknowledgement, got \(type)") }
+        let resumeFrom = uint64(ack)
+        guard resumeFrom <= length else { throw TransferError(.unexpectedFrame, "the receiver asks to resume at \(resumeFrom), past the end \(length)") }
+
+        try send(.key, source.dek.unsafeCopyOfBytes())
+
+        var digest = try SHA256()
+        try digest.update(Array(source.bytes[0..<Int(resumeFrom)]))
+        var offset = Int(resumeFrom)
+        while offset < source.bytes.count {
+            let piece = Array(source.bytes[offset..<min(offset + ContainerTransfer.dataChunk, source.bytes.count)])
+            try digest.update(piece)
+            try send(.data, bigEndian64(UInt64(offset)) + piece)
+            offset += piece.count
+        }
+        var final = ByteWriterT()
+        final.u64(length)
+        final.raw(try digest.finalize())
+        final.raw(try secure.sentTranscriptHash())
+        try send(.final, final.bytes)
+
+        while true {
+            let (type, payload) = try receive()
+            switch type {
+            case .ack: continue
+            case .done: return frames
+            case .error: throw TransferError(.peer, "the receiver refused: \(String(decoding: payload, as: UTF8.self))")
+            default: throw TransferError(.unexpectedFrame, "unexpected \(type) frame from the receiver")
+            }
+        }
+    }
+
+    // MARK: The receiver
+
+    /// A receiver of a new transfer (no partial file to resume) with fixed handshake
+    /// values: the checks of `ContainerTransfer.receive` in the same order, the same
+    /// error frames, and the same commit (docs/TRANSFER.md §4.4, §4.7). It keeps the data in
+    /// memory, so it takes containers under 64 MiB only. Returns every frame sent and
+    /// received, in order.
+    package static func receive(
+        over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
+        handshake: FixedHandshake
+    ) throws -> [Frame] {
+        if FileSystem.exists(destination) {
+            throw TransferError(.io, "\(destination) already exists; nothing was received")
+        }
+        let secure = try SecureChannel.establish(over: channel, role: .receiver, authentication: authentication,
+                                                 ephemeral: handshake.ephemeral, random: handshake.random)
+        var frames: [Frame] = []
+        do {
+            try receiveFrames(secure, into: destination, vault: vault, frames: &frames)
+            return frames
+        } catch let error as TransferError where error.code != .truncated && error.code != .peer {
+            try? secure.send(.error, Array(error.reason.utf8))
+            throw error
+        } catch let error as ContainerError {
+            try? secure.send(.error, Array(error.description.utf8))
+            throw TransferError(.integrity, "the received container does not open: \(error)")
+        }
+    }
+
+    private static func receiveFrames(_ secure: SecureChannel, into destination: String, vault: KeyVault, frames: inout [Frame]) throws {
+        func send(_ type: FrameType, _ payload: [UInt8]) throws {
+            try secure.send(type, payload)
+            frames.append(Frame(direction: .receiverToSender, type: type, payload: payload, transcript: nil))
+        }
+        func receive() throws -> (FrameType, [UInt8]) {
+            let (type, payload) = try secure.receive()
+            frames.append(Frame(direction: .senderToReceiver, type: type, payload: payload, transcript: nil))
+            return (type, payload)
+        }
+
+        let (type, manifest) = try receive()
+        guard type == .manifest, manifest.count == 64 else { throw TransferError(.unexpectedFrame, "expected the manifest first, got \(type)") }
+        let transferID = Array(manifest[0..<16])
+        let vm = UUID(uuid: manifest[16..<32].withUnsafeBytes { $0.loadUnaligned(as: uuid_t.self) })
+        let length = uint64(manifest[56..<64])
+        guard length >= 4096 else { throw TransferError(.unexpectedFrame, "a container of \(length) bytes is too short") }
+        guard length < ContainerTransfer.ackEvery else {
+            throw TransferError(.tooLarge, "this reference receiver keeps the data in memory and takes containers under 64 MiB, not \(length) bytes")
+        }
+        try send(.ack, bigEndian64(0))
+
+        let (keyType, keyBytes) = try receive()
+        guard keyType == .key, keyBytes.count == 32 else { throw TransferError(.unexpectedFrame, "expected the key frame, got \(keyType)") }
+        let dek = SecretBytes(copying: keyBytes)
+
+        var file: [UInt8] = []
+        var digest = try SHA256()
+        while true {
+            let (frameType, payload) = try receive()
+            switch frameType {
+            case .data:
+                guard payload.count > 8 else { throw TransferError(.unexpectedFrame, "an empty data frame") }
+                let at = uint64(payload[0..<8])
+                let count = UInt64(payload.count - 8)
+                guard at == UInt64(file.count), at + count <= length else {
+                    throw TransferError(.unexpectedFrame, "data for bytes \(at)..<\(at + count) arrived where \(file.count) was due (length \(length))")
+                }
+                try digest.update(Array(payload[8...]))
+                file += payload[8...]
+            case .final:
+                guard payload.count == 72 else { throw TransferError(.unexpectedFrame, "a final frame of \(payload.count) bytes") }
+                guard uint64(payload[0..<8]) == length, UInt64(file.count) == length else {
+                    throw TransferError(.integrity, "the final frame came after \(file.count) of \(length) bytes")
+                }
+                guard constantTimeEquals(Array(payload[40..<72]), secure.transcriptBeforeLastReceived) else {
+                    throw TransferError(.integrity, "the transcript does not match: frames were changed, dropped or added")
+                }
+                guard constantTimeEquals(Array(payload[8..<40]), try digest.finalize()) else {
+                    throw TransferError(.integrity, "the file digest does not match what the sender read")
+                }
+                let generation: UInt64
+                do {
+                    generation = try commit(file, transferID: transferID, to: destination, dek: dek, vault: vault, vm: vm)
+                } catch {
+                    // As the real receiver: a container refused here leaves nothing to resume.
+                    let partial = "\(destination).partial-\(hexString(transferID))"
+                    for path in [partial, partial + ".lock", partial + ".ack"] { try? FileSystem.removeFile(path) }
+                    throw error
+                }
+                try send(.done, bigEndian64(generation))
+                return
+            case .error:
+                throw TransferError(.peer, "the sender stopped: \(String(decoding: payload, as: UTF8.self))")
+            default:
+                throw TransferError(.unexpectedFrame, "unexpected \(frameType) frame during the data")
+            }
+        }
+    }
+
+    /// The steps of `ContainerTransfer.commit`: a vault slot for `vault` if the container
+    /// has none, committed in the partial file, then linked into place.
+    private static func commit(_ bytes: [UInt8], transferID: [UInt8], to destination: String, dek: SecretBytes, vault: KeyVault, vm: UUID) throws -> UInt64 {
+        let partial = "\(destination).partial-\(hexString(transferID))"
+        do {
+            let file = try OpenFile(creating: partial)
+            try file.write(bytes, at: 0)
+            try file.sync()
+        } catch {
+            throw TransferError(.io, "cannot write \(partial): \(error)")
+        }
+        let container = try GuestStateContainer.open(at: partial, access: .readWrite)
+        guard container.vm == vm else { throw TransferError(.integrity, "the container is for another VM than the manifest said") }
+        try container.unlock(withKey: dek, vault: vault)
+        let hasOwnSlot = container.slots.slots.contains { if case .vault(let id, _, _) = $0 { return id == vault.rootKeyID } else { return false } }
+        if !hasOwnSlot {
+            try container.addSlot { try .wrapForVault($0, vault: vault, vm: vm, epoch: 1) }
+        }
+        try container.flush()
+        let generation = container.generation
+        do {
+            try FileSystem.link(partial, to: destination)
+            try FileSystem.removeFile(partial)
+            try FileSystem.removeFile(partial + ".lock")
+            try FileSystem.syncDirectory(FileSystem.parentDirectory(of: destination))
+        } catch {
+            throw TransferError(.io, "cannot put the container in place at \(destination): \(error)")
+        }
+        return generation
+    }
+
+    private static func uint64(_ bytes: some Collection<UInt8>) -> UInt64 {
+        bytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+}
