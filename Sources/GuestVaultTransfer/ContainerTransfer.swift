@@ -34,12 +34,24 @@ public enum ContainerTransfer {
         containerAt path: String, vault: KeyVault, over channel: ByteChannel, authentication: TransferAuthentication,
         transferID: [UInt8]? = nil, progress: ((Progress) -> Void)? = nil
     ) throws -> Report {
+        try send(containerAt: path, vault: vault, over: channel, authentication: authentication, transferID: transferID,
+                 progress: progress, handshake: nil, observer: nil)
+    }
+
+    /// `send` with fixed handshake values and a frame observer: what the transcript
+    /// vectors are recorded through (TranscriptRecorder).
+    package static func send(
+        containerAt path: String, vault: KeyVault, over channel: ByteChannel, authentication: TransferAuthentication,
+        transferID: [UInt8]?, progress: ((Progress) -> Void)?, handshake: FixedHandshake?, observer: ((TransferFrameEvent) -> Void)?
+    ) throws -> Report {
         let start = DispatchTime.now().uptimeNanoseconds
         let container = try GuestStateContainer.open(at: path)
         try container.unlock(with: UnlockCredentials(vault: vault))
         let length = UInt64(container.logEnd)
         let id = try transferID ?? stableTransferID(container)
-        let secure = try SecureChannel.establish(over: channel, role: .sender, authentication: authentication)
+        let secure = try SecureChannel.establish(over: channel, role: .sender, authentication: authentication,
+                                                 ephemeral: handshake?.ephemeral, random: handshake?.random)
+        secure.observer = observer
 
         var manifest = ByteWriterT()
         manifest.raw(id)
@@ -124,11 +136,22 @@ public enum ContainerTransfer {
         over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
         progress: ((Progress) -> Void)? = nil
     ) throws -> Report {
+        try receive(over: channel, into: destination, vault: vault, authentication: authentication, progress: progress,
+                    handshake: nil, observer: nil)
+    }
+
+    /// `receive` with fixed handshake values and a frame observer (TranscriptRecorder).
+    package static func receive(
+        over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
+        progress: ((Progress) -> Void)?, handshake: FixedHandshake?, observer: ((TransferFrameEvent) -> Void)?
+    ) throws -> Report {
         let start = DispatchTime.now().uptimeNanoseconds
         if FileSystem.exists(destination) {
             throw TransferError(.io, "\(destination) already exists; nothing was received")
         }
-        let secure = try SecureChannel.establish(over: channel, role: .receiver, authentication: authentication)
+        let secure = try SecureChannel.establish(over: channel, role: .receiver, authentication: authentication,
+                                                 ephemeral: handshake?.ephemeral, random: handshake?.random)
+        secure.observer = observer
         do {
             return try receiveFrames(secure, into: destination, vault: vault, start: start, progress: progress)
         } catch let error as TransferError where error.code != .truncated && error.code != .peer {
@@ -219,7 +242,7 @@ public enum ContainerTransfer {
                     throw TransferError(.integrity, "the final frame came after \(offset) of \(length) bytes")
                 }
                 // The transcript covers every frame before the final one, in this session.
-                let expectedTranscript = try transcriptBeforeFinal(secure)
+                let expectedTranscript = secure.transcriptBeforeLastReceived
                 guard constantTimeEquals(Array(payload[40..<72]), expectedTranscript) else {
                     throw TransferError(.integrity, "the transcript does not match: frames were changed, dropped or added")
                 }
@@ -229,7 +252,7 @@ public enum ContainerTransfer {
                 }
                 let generation: UInt64
                 do {
-                    generation = try commit(partial: partial, file: file, to: destination, dek: dek, vault: vault, vm: vm)
+                    generation = try commit(partial: partial, file: file, length: length, to: destination, dek: dek, vault: vault, vm: vm)
                 } catch {
                     // Every byte arrived and verified, but the container is not acceptable
                     // here (another VM, a rollback, a bad key): nothing to resume.
@@ -247,16 +270,10 @@ public enum ContainerTransfer {
         }
     }
 
-    /// The receiver's transcript as it stood before the final frame it just opened: the
-    /// channel updates its transcript as frames arrive, so it keeps the previous value.
-    private static func transcriptBeforeFinal(_ secure: SecureChannel) throws -> [UInt8] {
-        secure.transcriptBeforeLastReceived
-    }
-
     /// Makes the received file a container of this vault and puts it in place.
-    private static func commit(partial: String, file: OpenFile, to destination: String, dek: SecretBytes, vault: KeyVault, vm: UUID) throws -> UInt64 {
+    private static func commit(partial: String, file: OpenFile, length: UInt64, to destination: String, dek: SecretBytes, vault: KeyVault, vm: UUID) throws -> UInt64 {
         do {
-            try file.truncate(to: Int64(try file.size()))
+            try file.truncate(to: Int64(length))
             try file.sync()
         } catch {
             throw TransferError(.io, "cannot sync \(partial): \(error)")

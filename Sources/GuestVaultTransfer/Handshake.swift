@@ -150,8 +150,12 @@ final class SecureChannel {
         [0, 0, 0, 0] + (0..<8).map { UInt8(truncatingIfNeeded: sequence >> (56 - 8 * UInt64($0))) }
     }
 
-    /// The received transcript as it was before the most recent frame.
+    /// The received transcript as it was before the FINAL frame (captured only then).
     private(set) var transcriptBeforeLastReceived: [UInt8] = []
+
+    /// Sees every frame's plaintext as it is sent or received (for recording vectors;
+    /// nil in normal use, so the data path copies nothing for it).
+    var observer: ((TransferFrameEvent) -> Void)?
 
     /// The hash of every frame sent so far (what the final frame carries).
     func sentTranscriptHash() throws -> [UInt8] { try sentTranscript.current() }
@@ -172,6 +176,7 @@ final class SecureChannel {
         let header = FrameHeader(bodyLength: UInt32(payloadCount + AESGCM.tagByteCount), type: type, sequence: sendSequence)
         let headerBytes = header.bytes
         frame.replaceSubrange(0..<FrameHeader.count, with: headerBytes)
+        let plaintext = observer == nil ? nil : Array(frame[FrameHeader.count..<(FrameHeader.count + payloadCount)])
         try sealer.seal(rangeOf: &frame, start: FrameHeader.count, count: payloadCount, nonce: Self.nonce(sendSequence), authenticating: headerBytes)
         let end = FrameHeader.count + payloadCount + AESGCM.tagByteCount
         // The transcript covers each frame's header and tag: the tag authenticates the
@@ -181,6 +186,9 @@ final class SecureChannel {
         try channel.send(end == frame.count ? frame : Array(frame[0..<end]))
         sendSequence += 1
         payloadSent += UInt64(payloadCount)
+        if let observer, let plaintext {
+            observer(TransferFrameEvent(sent: true, type: type, payload: plaintext, transcript: try sentTranscript.current()))
+        }
     }
 
     /// The next frame; checks its sequence number and opens it.
@@ -200,10 +208,11 @@ final class SecureChannel {
                     throw TransferError(.authenticationFailed, "frame \(header.sequence) (\(header.type)) does not authenticate: changed in transit, from another session, or a wrong key")
                 }
                 payload.removeLast(AESGCM.tagByteCount)
-                transcriptBeforeLastReceived = try receivedTranscript.current()
+                if header.type == .final { transcriptBeforeLastReceived = try receivedTranscript.current() }
                 try receivedTranscript.update(headerBytes)
                 try receivedTranscript.update(tag)
                 receiveSequence += 1
+                observer?(TransferFrameEvent(sent: false, type: header.type, payload: payload, transcript: nil))
                 return (header.type, payload)
             }
             let bytes: [UInt8]
@@ -220,4 +229,13 @@ final class SecureChannel {
             decoder.append(bytes)
         }
     }
+}
+
+/// A frame's plaintext as one end sent or received it (for recording vectors).
+package struct TransferFrameEvent: Sendable {
+    package let sent: Bool
+    package let type: FrameType
+    package let payload: [UInt8]
+    /// For sent frames: the sender's transcript after this frame.
+    package let transcript: [UInt8]?
 }

@@ -151,6 +151,8 @@ package struct FixedHandshake: Sendable {
 /// The sealed container as a sender reads it once: the bytes [0, logEnd), its DEK, and
 /// what the manifest says about it (docs/TRANSFER.md §4.2).
 package struct TransferSource: Sendable {
+    package let path: String
+    package let vault: KeyVault
     package let bytes: [UInt8]
     package let dek: SecretBytes
     package let vm: UUID
@@ -161,6 +163,8 @@ package struct TransferSource: Sendable {
     /// Opens and unlocks the container the way `ContainerTransfer.send` does; the
     /// transfer id is the same stable one unless given.
     package init(containerAt path: String, vault: KeyVault, transferID: [UInt8]? = nil) throws {
+        self.path = path
+        self.vault = vault
         let container = try GuestStateContainer.open(at: path)
         try container.unlock(with: UnlockCredentials(vault: vault))
         bytes = try container.rawBytes(at: 0, count: Int(container.logEnd))
@@ -291,197 +295,42 @@ package enum TranscriptRecorder {
             receiverToSenderKey: keys.receiverToSender.unsafeCopyOfBytes(), committedGeneration: uint64(done.payload))
     }
 
-    // MARK: The sender
+    // MARK: The two ends: the real `ContainerTransfer` functions with fixed handshake values
 
-    /// The frame sequence of `ContainerTransfer.send` (docs/TRANSFER.md §4.3) with fixed
-    /// handshake values. Returns every frame sent and received, in order.
+    /// `ContainerTransfer.send` of `source` with fixed handshake values. Returns every
+    /// frame sent and received, in order.
     package static func send(
         _ source: TransferSource, over channel: ByteChannel, authentication: TransferAuthentication, handshake: FixedHandshake
     ) throws -> [Frame] {
-        let secure = try SecureChannel.establish(over: channel, role: .sender, authentication: authentication,
-                                                 ephemeral: handshake.ephemeral, random: handshake.random)
-        var frames: [Frame] = []
-        func send(_ type: FrameType, _ payload: [UInt8]) throws {
-            try secure.send(type, payload)
-            frames.append(Frame(direction: .senderToReceiver, type: type, payload: payload, transcript: try secure.sentTranscriptHash()))
-        }
-        func receive() throws -> (FrameType, [UInt8]) {
-            let (type, payload) = try secure.receive()
-            frames.append(Frame(direction: .receiverToSender, type: type, payload: payload, transcript: nil))
-            return (type, payload)
-        }
-
-        let length = UInt64(source.bytes.count)
-        var manifest = ByteWriterT()
-        manifest.raw(source.transferID)
-        manifest.raw(withUnsafeBytes(of: source.vm.uuid) { Array($0) })
-        manifest.raw(source.containerID)
-        manifest.u64(source.generation)
-        manifest.u64(length)
-        try send(.manifest, manifest.bytes)
-
-        let (type, ack) = try receive()
-        if type == .error { throw TransferError(.peer, "the receiver refused: \(String(decoding: ack, as: UTF8.self))") }
-        guard type == .ack, ack.count == 8 else { throw TransferError(.unexpectedFrame, "expected the receiver's acknowledgement, got \(type)") }
-        let resumeFrom = uint64(ack)
-        guard resumeFrom <= length else { throw TransferError(.unexpectedFrame, "the receiver asks to resume at \(resumeFrom), past the end \(length)") }
-
-        try send(.key, source.dek.unsafeCopyOfBytes())
-
-        var digest = try SHA256()
-        try digest.update(Array(source.bytes[0..<Int(resumeFrom)]))
-        var offset = Int(resumeFrom)
-        while offset < source.bytes.count {
-            let piece = Array(source.bytes[offset..<min(offset + ContainerTransfer.dataChunk, source.bytes.count)])
-            try digest.update(piece)
-            try send(.data, bigEndian64(UInt64(offset)) + piece)
-            offset += piece.count
-        }
-        var final = ByteWriterT()
-        final.u64(length)
-        final.raw(try digest.finalize())
-        final.raw(try secure.sentTranscriptHash())
-        try send(.final, final.bytes)
-
-        while true {
-            let (type, payload) = try receive()
-            switch type {
-            case .ack: continue
-            case .done: return frames
-            case .error: throw TransferError(.peer, "the receiver refused: \(String(decoding: payload, as: UTF8.self))")
-            default: throw TransferError(.unexpectedFrame, "unexpected \(type) frame from the receiver")
-            }
-        }
+        let frames = Mutex<[Frame]>([])
+        _ = try ContainerTransfer.send(
+            containerAt: source.path, vault: source.vault, over: channel, authentication: authentication,
+            transferID: source.transferID, progress: nil, handshake: handshake,
+            observer: { event in
+                frames.withLock {
+                    $0.append(Frame(direction: event.sent ? .senderToReceiver : .receiverToSender, type: event.type,
+                                    payload: event.payload, transcript: event.sent ? event.transcript : nil))
+                }
+            })
+        return frames.withLock { $0 }
     }
 
-    // MARK: The receiver
-
-    /// A receiver of a new transfer (no partial file to resume) with fixed handshake
-    /// values: the checks of `ContainerTransfer.receive` in the same order, the same
-    /// error frames, and the same commit (docs/TRANSFER.md §4.4, §4.7). It keeps the data in
-    /// memory, so it takes containers under 64 MiB only. Returns every frame sent and
-    /// received, in order.
+    /// `ContainerTransfer.receive` with fixed handshake values. Returns every frame sent
+    /// and received, in order.
     package static func receive(
         over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
         handshake: FixedHandshake
     ) throws -> [Frame] {
-        if FileSystem.exists(destination) {
-            throw TransferError(.io, "\(destination) already exists; nothing was received")
-        }
-        let secure = try SecureChannel.establish(over: channel, role: .receiver, authentication: authentication,
-                                                 ephemeral: handshake.ephemeral, random: handshake.random)
-        var frames: [Frame] = []
-        do {
-            try receiveFrames(secure, into: destination, vault: vault, frames: &frames)
-            return frames
-        } catch let error as TransferError where error.code != .truncated && error.code != .peer {
-            try? secure.send(.error, Array(error.reason.utf8))
-            throw error
-        } catch let error as ContainerError {
-            try? secure.send(.error, Array(error.description.utf8))
-            throw TransferError(.integrity, "the received container does not open: \(error)")
-        }
-    }
-
-    private static func receiveFrames(_ secure: SecureChannel, into destination: String, vault: KeyVault, frames: inout [Frame]) throws {
-        func send(_ type: FrameType, _ payload: [UInt8]) throws {
-            try secure.send(type, payload)
-            frames.append(Frame(direction: .receiverToSender, type: type, payload: payload, transcript: nil))
-        }
-        func receive() throws -> (FrameType, [UInt8]) {
-            let (type, payload) = try secure.receive()
-            frames.append(Frame(direction: .senderToReceiver, type: type, payload: payload, transcript: nil))
-            return (type, payload)
-        }
-
-        let (type, manifest) = try receive()
-        guard type == .manifest, manifest.count == 64 else { throw TransferError(.unexpectedFrame, "expected the manifest first, got \(type)") }
-        let transferID = Array(manifest[0..<16])
-        let vm = UUID(uuid: manifest[16..<32].withUnsafeBytes { $0.loadUnaligned(as: uuid_t.self) })
-        let length = uint64(manifest[56..<64])
-        guard length >= 4096 else { throw TransferError(.unexpectedFrame, "a container of \(length) bytes is too short") }
-        guard length < ContainerTransfer.ackEvery else {
-            throw TransferError(.tooLarge, "this reference receiver keeps the data in memory and takes containers under 64 MiB, not \(length) bytes")
-        }
-        try send(.ack, bigEndian64(0))
-
-        let (keyType, keyBytes) = try receive()
-        guard keyType == .key, keyBytes.count == 32 else { throw TransferError(.unexpectedFrame, "expected the key frame, got \(keyType)") }
-        let dek = SecretBytes(copying: keyBytes)
-
-        var file: [UInt8] = []
-        var digest = try SHA256()
-        while true {
-            let (frameType, payload) = try receive()
-            switch frameType {
-            case .data:
-                guard payload.count > 8 else { throw TransferError(.unexpectedFrame, "an empty data frame") }
-                let at = uint64(payload[0..<8])
-                let count = UInt64(payload.count - 8)
-                guard at == UInt64(file.count), at + count <= length else {
-                    throw TransferError(.unexpectedFrame, "data for bytes \(at)..<\(at + count) arrived where \(file.count) was due (length \(length))")
+        let frames = Mutex<[Frame]>([])
+        _ = try ContainerTransfer.receive(
+            over: channel, into: destination, vault: vault, authentication: authentication, progress: nil, handshake: handshake,
+            observer: { event in
+                frames.withLock {
+                    $0.append(Frame(direction: event.sent ? .receiverToSender : .senderToReceiver, type: event.type,
+                                    payload: event.payload, transcript: nil))
                 }
-                try digest.update(Array(payload[8...]))
-                file += payload[8...]
-            case .final:
-                guard payload.count == 72 else { throw TransferError(.unexpectedFrame, "a final frame of \(payload.count) bytes") }
-                guard uint64(payload[0..<8]) == length, UInt64(file.count) == length else {
-                    throw TransferError(.integrity, "the final frame came after \(file.count) of \(length) bytes")
-                }
-                guard constantTimeEquals(Array(payload[40..<72]), secure.transcriptBeforeLastReceived) else {
-                    throw TransferError(.integrity, "the transcript does not match: frames were changed, dropped or added")
-                }
-                guard constantTimeEquals(Array(payload[8..<40]), try digest.finalize()) else {
-                    throw TransferError(.integrity, "the file digest does not match what the sender read")
-                }
-                let generation: UInt64
-                do {
-                    generation = try commit(file, transferID: transferID, to: destination, dek: dek, vault: vault, vm: vm)
-                } catch {
-                    // As the real receiver: a container refused here leaves nothing to resume.
-                    let partial = "\(destination).partial-\(hexString(transferID))"
-                    for path in [partial, partial + ".lock", partial + ".ack"] { try? FileSystem.removeFile(path) }
-                    throw error
-                }
-                try send(.done, bigEndian64(generation))
-                return
-            case .error:
-                throw TransferError(.peer, "the sender stopped: \(String(decoding: payload, as: UTF8.self))")
-            default:
-                throw TransferError(.unexpectedFrame, "unexpected \(frameType) frame during the data")
-            }
-        }
-    }
-
-    /// The steps of `ContainerTransfer.commit`: a vault slot for `vault` if the container
-    /// has none, committed in the partial file, then linked into place.
-    private static func commit(_ bytes: [UInt8], transferID: [UInt8], to destination: String, dek: SecretBytes, vault: KeyVault, vm: UUID) throws -> UInt64 {
-        let partial = "\(destination).partial-\(hexString(transferID))"
-        do {
-            let file = try OpenFile(creating: partial)
-            try file.write(bytes, at: 0)
-            try file.sync()
-        } catch {
-            throw TransferError(.io, "cannot write \(partial): \(error)")
-        }
-        let container = try GuestStateContainer.open(at: partial, access: .readWrite)
-        guard container.vm == vm else { throw TransferError(.integrity, "the container is for another VM than the manifest said") }
-        try container.unlock(withKey: dek, vault: vault)
-        let hasOwnSlot = container.slots.slots.contains { if case .vault(let id, _, _) = $0 { return id == vault.rootKeyID } else { return false } }
-        if !hasOwnSlot {
-            try container.addSlot { try .wrapForVault($0, vault: vault, vm: vm, epoch: 1) }
-        }
-        try container.flush()
-        let generation = container.generation
-        do {
-            try FileSystem.link(partial, to: destination)
-            try FileSystem.removeFile(partial)
-            try FileSystem.removeFile(partial + ".lock")
-            try FileSystem.syncDirectory(FileSystem.parentDirectory(of: destination))
-        } catch {
-            throw TransferError(.io, "cannot put the container in place at \(destination): \(error)")
-        }
-        return generation
+            })
+        return frames.withLock { $0 }
     }
 
     private static func uint64(_ bytes: some Collection<UInt8>) -> UInt64 {

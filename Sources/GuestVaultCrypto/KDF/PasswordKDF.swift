@@ -24,6 +24,22 @@ public enum PasswordKDF {
 
         /// Memory scrypt needs, in bytes (128 * N * r, plus p blocks).
         public var memoryByteCount: UInt64 { 128 &* n &* UInt64(r) &+ 128 &* UInt64(r) &* UInt64(p) }
+
+        /// The most work GuestVault accepts, from its own settings or from a file:
+        /// 128 * N * r * p at most 1 GiB (the default, N = 2^17, r = 8, p = 1, is 128 MiB).
+        /// Stored parameters are hostile input; without this a slot could demand many
+        /// GiB and minutes of CPU from whoever unlocks it.
+        public static let maximumWork: UInt64 = 1 << 30
+
+        /// Nil if acceptable, otherwise why not.
+        public var problem: String? {
+            guard n > 1, n & (n - 1) == 0, n <= 1 << 22 else { return "N = \(n) must be a power of two between 2 and 2^22" }
+            guard (1...32).contains(r), (1...16).contains(p) else { return "r = \(r), p = \(p) are outside 1...32 and 1...16" }
+            guard 128 * n * UInt64(r) * UInt64(p) <= Self.maximumWork else {
+                return "N = 2^\(n.trailingZeroBitCount), r = \(r), p = \(p) need more than \(Self.maximumWork >> 20) MiB-equivalents of work"
+            }
+            return nil
+        }
     }
 
     /// scrypt of `passphrase` and `salt`.
@@ -31,13 +47,8 @@ public enum PasswordKDF {
         passphrase: SecretBytes, salt: [UInt8], parameters: ScryptParameters, outputByteCount: Int
     ) throws -> SecretBytes {
         let operation = "scrypt"
-        guard parameters.n > 1, parameters.n & (parameters.n - 1) == 0, parameters.n <= 1 << 22 else {
-            throw CryptoError(.invalidInput, operation: operation,
-                              reason: "N = \(parameters.n) must be a power of two between 2 and 2^22")
-        }
-        guard (1...32).contains(parameters.r), (1...16).contains(parameters.p) else {
-            throw CryptoError(.invalidInput, operation: operation,
-                              reason: "r = \(parameters.r), p = \(parameters.p) are outside 1...32 and 1...16")
+        if let problem = parameters.problem {
+            throw CryptoError(.invalidInput, operation: operation, reason: problem)
         }
         guard (1...1024).contains(outputByteCount) else {
             throw CryptoError(.invalidOutputLength, operation: operation, reason: "output length \(outputByteCount) is outside 1...1024")

@@ -264,39 +264,7 @@ public final class PKCS11RootKey: RootKeyBackend {
     /// Reads the user PIN: at most 4 KiB, one trailing newline removed, never empty, and
     /// only from a file that neither group nor others can read or write.
     static func readPIN(from path: String) throws -> SecretBytes {
-        let permissions: (mode: UInt32, owner: UInt32)
-        do {
-            permissions = try FileSystem.permissions(path)
-        } catch let error as SystemError where error.isNotFound {
-            throw VaultError(.io, subject: path,
-                             reason: "no PIN file here; write the token's user PIN to it and run `chmod 600 \(path)`")
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not read the PIN file: \(error)")
-        }
-        if permissions.mode & 0o077 != 0 {
-            throw VaultError(.insecurePermissions, subject: path,
-                             reason: "the PIN file has mode \(String(permissions.mode, radix: 8)), so other users can read or change it; run `chmod 600 \(path)` (and consider changing the token's PIN)")
-        }
-        var bytes: [UInt8]
-        do {
-            bytes = try FileSystem.readFile(path, limit: pinFileLimit)
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not read the PIN file: \(error)")
-        }
-        defer { bytes.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
-        var end = bytes.count
-        if end > 0 && bytes[end - 1] == 0x0a {
-            end -= 1
-            if end > 0 && bytes[end - 1] == 0x0d { end -= 1 }
-        }
-        guard end > 0 else {
-            throw VaultError(.invalidArgument, subject: path, reason: "the PIN file is empty; write the token's user PIN to it")
-        }
-        guard !bytes[0..<end].contains(0x0a) else {
-            throw VaultError(.invalidArgument, subject: path,
-                             reason: "the PIN file holds more than one line; it must hold only the token's user PIN")
-        }
-        return SecretBytes(copying: bytes[0..<end])
+        try SecretFile.read(path, what: "PIN", hint: "write the token's user PIN to it", limit: pinFileLimit)
     }
 }
 

@@ -138,8 +138,9 @@ public struct KeyProtectorSet: Sendable, Hashable {
                 slots.append(.recipient(recipient: Array(body[0..<32]), ephemeral: Array(body[32..<64]), wrappedKey: Array(body[64...])))
             case .passphrase:
                 guard length == 36 + wrappedCount else { throw fail(offset, "passphrase slot body is \(length) bytes, expected \(36 + wrappedCount)") }
-                guard (1...22).contains(body[0]), body[1] >= 1, body[2] >= 1, body[3] == 0 else {
-                    throw fail(offset, "passphrase slot scrypt parameters out of range (log2 N \(body[0]), r \(body[1]), p \(body[2]))")
+                let parameters = PasswordKDF.ScryptParameters(n: 1 << UInt64(min(body[0], 63)), r: UInt32(body[1]), p: UInt32(body[2]))
+                guard body[0] >= 1, body[3] == 0, parameters.problem == nil else {
+                    throw fail(offset, "passphrase slot scrypt parameters out of range (log2 N \(body[0]), r \(body[1]), p \(body[2]))\(parameters.problem.map { ": " + $0 } ?? "")")
                 }
                 slots.append(.passphrase(log2N: body[0], r: body[1], p: body[2], salt: Array(body[4..<36]), wrappedKey: Array(body[36...])))
             }

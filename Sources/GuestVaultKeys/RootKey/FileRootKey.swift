@@ -129,7 +129,7 @@ public final class FileRootKey: RootKeyBackend {
             throw VaultError(.passphraseRequired, subject: path, reason: "the root key is passphrase-protected; give --passphrase-file")
         }
         let logN = bytes[headerCount], r = bytes[headerCount + 1], p = bytes[headerCount + 2]
-        guard (1...22).contains(logN), r >= 1, p >= 1 else {
+        guard (1...22).contains(logN), PasswordKDF.ScryptParameters(n: 1 << UInt64(logN), r: UInt32(r), p: UInt32(p)).problem == nil else {
             throw VaultError(.corrupt, subject: path, reason: "scrypt parameters out of range (log2 N \(logN), r \(r), p \(p))")
         }
         let salt = Array(bytes[(headerCount + 4)..<(headerCount + 36)])

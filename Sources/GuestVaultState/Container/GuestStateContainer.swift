@@ -513,20 +513,24 @@ public final class GuestStateContainer {
     ) throws -> (bytes: [UInt8], manifest: Manifest, prefix: [UInt8]) {
         var manifest = Manifest(generation: generation, timestamp: UInt64(Date().timeIntervalSince1970), previousCommit: previous,
                                 slots: slots, entries: entries, auth: [])
-        let bodyLength = UInt64(manifest.unauthenticatedBody().count + Manifest.authCount)
-        let prefix = Array(try RecordHeader.make(kind: .commit, bodyLength: bodyLength, checkedBody: []).encoded()[0..<16])
-        manifest.auth = try authenticator(manifest: manifest, keys: keys, superblockBytes: superblockBytes, headerPrefix: prefix)
-        let body = manifest.encoded()
+        let unauthenticated = manifest.unauthenticatedBody()
+        let prefix = RecordHeader.prefix(kind: .commit, bodyLength: UInt64(unauthenticated.count + Manifest.authCount))
+        manifest.auth = try authenticator(unauthenticatedBody: unauthenticated, keys: keys, superblockBytes: superblockBytes, headerPrefix: prefix)
+        let body = unauthenticated + manifest.auth
         return (try RecordHeader.make(kind: .commit, bodyLength: UInt64(body.count), checkedBody: body).encoded() + body, manifest, prefix)
     }
 
     /// HMAC-SHA256(manifest key, superblock (64) || record header bytes 0..<16 || body
     /// without the authenticator).
     static func authenticator(manifest: Manifest, keys: EntryKeys, superblockBytes: [UInt8], headerPrefix: [UInt8]) throws -> [UInt8] {
+        try authenticator(unauthenticatedBody: manifest.unauthenticatedBody(), keys: keys, superblockBytes: superblockBytes, headerPrefix: headerPrefix)
+    }
+
+    static func authenticator(unauthenticatedBody: [UInt8], keys: EntryKeys, superblockBytes: [UInt8], headerPrefix: [UInt8]) throws -> [UInt8] {
         var mac = try HMACSHA256(key: keys.manifestKey)
         try mac.update(superblockBytes)
         try mac.update(headerPrefix)
-        try mac.update(manifest.unauthenticatedBody())
+        try mac.update(unauthenticatedBody)
         return try mac.finalize()
     }
 

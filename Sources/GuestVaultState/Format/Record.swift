@@ -23,27 +23,24 @@ struct RecordHeader: Equatable {
     var bodyLength: UInt64
     var check: [UInt8]
 
-    static func make(kind: Kind, bodyLength: UInt64, checkedBody: [UInt8]) throws -> RecordHeader {
+    /// Bytes 0..<16 of a header: magic, type, zeros, body length.
+    static func prefix(kind: Kind, bodyLength: UInt64) -> [UInt8] {
         var w = ByteWriter(capacity: 16)
         w.raw(magic)
         w.u8(kind.rawValue)
         w.raw([0, 0, 0])
         w.u64(bodyLength)
+        return w.bytes
+    }
+
+    static func make(kind: Kind, bodyLength: UInt64, checkedBody: [UInt8]) throws -> RecordHeader {
         var hash = try SHA256()
-        try hash.update(w.bytes)
+        try hash.update(prefix(kind: kind, bodyLength: bodyLength))
         try hash.update(checkedBody)
         return RecordHeader(kind: kind, bodyLength: bodyLength, check: Array(try hash.finalize().prefix(16)))
     }
 
-    func encoded() -> [UInt8] {
-        var w = ByteWriter(capacity: Self.count)
-        w.raw(Self.magic)
-        w.u8(kind.rawValue)
-        w.raw([0, 0, 0])
-        w.u64(bodyLength)
-        w.raw(check)
-        return w.bytes
-    }
+    func encoded() -> [UInt8] { Self.prefix(kind: kind, bodyLength: bodyLength) + check }
 
     /// Parses a header; nil if the bytes are not a record header (the log ends here).
     static func parse(_ bytes: [UInt8]) -> RecordHeader? {

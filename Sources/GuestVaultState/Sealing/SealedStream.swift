@@ -165,7 +165,11 @@ enum SealedStream {
         var tags = try SHA256()
         var index: UInt64 = 0
         let batch = max(1, threads) * 2
-        let boxes = (0..<batch).map { _ in ChunkBuffer(capacity: chunkSize) }
+        // The chunk size comes from the file: size the buffers by what the stream can
+        // hold, not by what its header claims.
+        let boxes = (0..<Int(min(UInt64(batch), header.chunkCount))).map { _ in
+            ChunkBuffer(capacity: Int(min(UInt64(chunkSize), max(header.length, 1))))
+        }
         while index < header.chunkCount {
             let count = Int(min(UInt64(batch), header.chunkCount - index))
             for i in 0..<count {

@@ -42,7 +42,7 @@ struct VaultCommand: ParsableCommand {
         @Option(help: ArgumentHelp("The root key object's label in the token (with --pkcs11).", valueName: "label"))
         var keyLabel: String = "guestvault-root"
 
-        @Option(help: ArgumentHelp("scrypt cost for a passphrase vault, as log2 N (default 17: 128 MiB).", valueName: "n"))
+        @Option(help: ArgumentHelp("scrypt cost for a passphrase vault, as log2 N with r = 8 (default 17: 128 MiB; at most 20: 1 GiB).", valueName: "n"))
         var scryptLog2N: Int = 17
 
         @Flag(help: "Print the new vault's status as JSON.")
@@ -55,7 +55,7 @@ struct VaultCommand: ParsableCommand {
             } else if token != nil || pinFile != nil {
                 throw ValidationError("--token and --pin-file go with --pkcs11")
             }
-            guard (10...22).contains(scryptLog2N) else { throw ValidationError("--scrypt-log2n must be between 10 and 22") }
+            guard (10...20).contains(scryptLog2N) else { throw ValidationError("--scrypt-log2n must be between 10 and 20") }
         }
 
         func run() throws {

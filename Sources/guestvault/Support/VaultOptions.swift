@@ -38,27 +38,9 @@ struct VaultOptions: ParsableArguments {
     }
 }
 
-/// Reads a small secret from a file that only its owner may read: at most 4 KiB, one
-/// trailing newline removed, not empty.
+/// Reads a small secret from a file that only its owner may read (see ``SecretFile``).
 func readSecretFile(_ path: String, what: String) throws -> SecretBytes {
-    let permissions: (mode: UInt32, owner: UInt32)
-    do {
-        permissions = try FileSystem.permissions(path)
-    } catch {
-        throw VaultError(.notFound, subject: path, reason: "cannot read the \(what) file: \(error)")
-    }
-    if permissions.mode & 0o077 != 0 {
-        throw VaultError(.insecurePermissions, subject: path,
-                         reason: "the \(what) file has mode \(String(permissions.mode, radix: 8)); run `chmod 600 \(path)`")
-    }
-    var bytes = try FileSystem.readFile(path, limit: 4096)
-    defer { for index in bytes.indices { bytes[index] = 0 } }
-    if bytes.last == 0x0a { bytes.removeLast() }
-    if bytes.last == 0x0d { bytes.removeLast() }
-    guard !bytes.isEmpty else {
-        throw VaultError(.invalidArgument, subject: path, reason: "the \(what) file is empty")
-    }
-    return SecretBytes(copying: bytes)
+    try SecretFile.read(path, what: what, hint: "write the \(what) to it", singleLine: false)
 }
 
 /// Prints an Encodable as JSON (sorted keys, one object).
