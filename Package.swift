@@ -19,6 +19,8 @@ let package = Package(
         .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
+        // A scriptable transfer sender for tests and fuzzers of receivers.
+        .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
     ],
     dependencies: [
@@ -73,6 +75,11 @@ let package = Package(
         .target(
             name: "GuestVaultTransfer",
             dependencies: ["GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "GuestVaultTransferTesting",
+            dependencies: ["GuestVaultTransfer", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState"],
             swiftSettings: strict
         ),
 
@@ -134,7 +141,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultTransferTests",
-            dependencies: ["GuestVaultTransfer", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
+            dependencies: ["GuestVaultTransfer", "GuestVaultTransferTesting", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),

@@ -83,6 +83,12 @@ public enum FileSystem {
         return info.st_mode & S_IFMT == S_IFDIR
     }
 
+    /// Bytes an unprivileged writer can still store in the file system holding `path`.
+    public static func availableBytes(at path: String) throws -> UInt64 {
+        let info = try Syscalls.statFileSystem(path)
+        return UInt64(info.f_bavail).multipliedReportingOverflow(by: UInt64(info.f_frsize)).partialValue
+    }
+
     /// Permission bits and owner of `path`.
     public static func permissions(_ path: String) throws -> (mode: UInt32, owner: UInt32) {
         let info = try Syscalls.statPath(path)

@@ -194,6 +194,43 @@ public final class StreamSocket: @unchecked Sendable {
         return buffer
     }
 
+    /// Reads what is there, up to `maximum` bytes, into `buffer` from `offset` (no
+    /// allocation). Returns the count; 0 at end of stream.
+    public func receive(into buffer: inout [UInt8], at offset: Int, maximum: Int) throws -> Int {
+        precondition(offset >= 0 && maximum >= 0 && offset + maximum <= buffer.count, "receive(into:) outside the buffer")
+        let n = buffer.withUnsafeMutableBytes { raw in
+            Syscalls.retryingSize { Glibc.recv(descriptor, raw.baseAddress! + offset, maximum, 0) }
+        }
+        guard n >= 0 else { throw SystemError("receive", path: name, errno: errno) }
+        return n
+    }
+
+    /// What is there now, up to `maximum` bytes, without waiting: nil if nothing is,
+    /// empty at end of stream.
+    public func receiveIfReady(maximum: Int = 65536) throws -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: maximum)
+        let n = buffer.withUnsafeMutableBytes { raw in
+            Syscalls.retryingSize { Glibc.recv(descriptor, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT)) }
+        }
+        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return nil }
+        guard n >= 0 else { throw SystemError("receive", path: name, errno: errno) }
+        buffer.removeSubrange(n...)
+        return buffer
+    }
+
+    /// Makes a receive that waits longer than `seconds` for any byte, or a send that
+    /// cannot hand over any byte for that long, fail with an error whose `isTimeout` is
+    /// true. 0: wait forever (the default).
+    public func setTimeout(seconds: Double) throws {
+        precondition(seconds >= 0, "a negative timeout")
+        var value = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+            guard setsockopt(descriptor, SOL_SOCKET, option, &value, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+                throw SystemError("setsockopt timeout", path: name, errno: errno)
+            }
+        }
+    }
+
     /// Reads what is there and a file descriptor passed with it (SCM_RIGHTS), if any.
     public func receiveWithDescriptor(maximum: Int = 65536) throws -> (bytes: [UInt8], descriptor: Int32?) {
         var buffer = [UInt8](repeating: 0, count: maximum)

@@ -79,6 +79,15 @@ enum Syscalls {
         return info
     }
 
+    static func statFileSystem(_ path: String) throws -> Glibc.statvfs {
+        // statvfs(3) shares its name with the struct in Swift; fstatvfs does not.
+        let fd = try open(path, O_RDONLY, 0)
+        defer { close(fd) }
+        var info = Glibc.statvfs()
+        if fstatvfs(fd, &info) != 0 { throw SystemError("statvfs", path: path, errno: errno) }
+        return info
+    }
+
     static func rename(_ from: String, _ to: String) throws {
         if Glibc.rename(from, to) != 0 { throw SystemError("rename to \(to)", path: from, errno: errno) }
     }

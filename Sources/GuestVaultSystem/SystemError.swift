@@ -20,4 +20,7 @@ public struct SystemError: Error, Sendable, CustomStringConvertible {
 
     /// Whether the failure was "no such file or directory".
     public var isNotFound: Bool { errno == ENOENT }
+
+    /// Whether a socket's send or receive timeout ran out (``StreamSocket/setTimeout(seconds:)``).
+    public var isTimeout: Bool { errno == EAGAIN || errno == EWOULDBLOCK }
 }

@@ -22,10 +22,14 @@ public enum ContainerTransfer {
         public let bytes: UInt64
         public let resumedFrom: UInt64
         public let seconds: Double
+        /// Recipient mode: the sending vault's recipient public key (hex); nil with a PSK.
+        public let sender: String?
     }
 
     static let dataChunk = 1 << 20
     static let ackEvery: UInt64 = 64 << 20
+    /// The largest container a receiver accepts unless told otherwise (1 TiB).
+    public static let defaultMaximumBytes: UInt64 = 1 << 40
 
     // MARK: Sending
 
@@ -64,30 +68,50 @@ public enum ContainerTransfer {
         let (type, ack) = try secure.receive()
         if type == .error { throw TransferError(.peer, "the receiver refused: \(String(decoding: ack, as: UTF8.self))") }
         guard type == .ack, ack.count == 8 else { throw TransferError(.unexpectedFrame, "expected the receiver's acknowledgement, got \(type)") }
-        let resumeFrom = ack.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let resumeFrom = uint64(ack[...])
         guard resumeFrom <= length else { throw TransferError(.unexpectedFrame, "the receiver asks to resume at \(resumeFrom), past the end \(length)") }
+        var acknowledged = resumeFrom
 
         try secure.send(.key, container.protectionKey().unsafeCopyOfBytes())
 
-        // The file digest covers every byte, including any the receiver already has.
-        var digest = try SHA256()
+        // The bytes the receiver kept from an earlier session are checked by digest
+        // (FINAL); the bytes sent now are bound by the frames' tags and the transcript.
+        var prefix = try SHA256()
         var offset: UInt64 = 0
-        while offset < resumeFrom {
-            let piece = try container.rawBytes(at: Int64(offset), count: Int(min(UInt64(dataChunk), resumeFrom - offset)))
-            try digest.update(piece)
-            offset += UInt64(piece.count)
-        }
-        var sinceReport: UInt64 = 0
-        // One buffer for every data frame: header room, offset, data, tag room.
         var frame = [UInt8](repeating: 0, count: FrameHeader.count + 8 + dataChunk + AESGCM.tagByteCount)
+        while offset < resumeFrom {
+            let count = Int(min(UInt64(dataChunk), resumeFrom - offset))
+            let read = try container.readRaw(into: &frame, bufferOffset: 0, at: Int64(offset), count: count)
+            guard read == count else { throw TransferError(.io, "\(path) ended at \(offset) while sending") }
+            try prefix.update(frame, range: 0..<count)
+            offset += UInt64(count)
+        }
+
+        /// The receiver speaks during the data only to acknowledge, or to stop us.
+        func handleReply(_ type: FrameType, _ payload: [UInt8]) throws {
+            switch type {
+            case .ack:
+                guard payload.count == 8 else { throw TransferError(.unexpectedFrame, "an acknowledgement of \(payload.count) bytes") }
+                let value = uint64(payload[...])
+                guard value >= acknowledged, value <= offset else {
+                    throw TransferError(.unexpectedFrame, "the receiver acknowledged \(value) after \(acknowledged), with \(offset) sent")
+                }
+                acknowledged = value
+            case .error: throw TransferError(.peer, "the receiver refused: \(String(decoding: payload, as: UTF8.self))")
+            default: throw TransferError(.unexpectedFrame, "unexpected \(type) frame from the receiver during the data")
+            }
+        }
+
+        var sinceReport: UInt64 = 0
         while offset < length {
             let count = Int(min(UInt64(dataChunk), length - offset))
             let read = try container.readRaw(into: &frame, bufferOffset: FrameHeader.count + 8, at: Int64(offset), count: count)
             guard read == count else { throw TransferError(.io, "\(path) ended at \(offset) while sending") }
-            try digest.update(frame, range: (FrameHeader.count + 8)..<(FrameHeader.count + 8 + count))
             frame.replaceSubrange(FrameHeader.count..<(FrameHeader.count + 8), with: bigEndian64(offset))
             try secure.send(.data, frame: &frame, payloadCount: 8 + count)
             offset += UInt64(count)
+            // Read what the receiver said, so its ACKs never fill the connection.
+            while let (type, payload) = try secure.receiveIfReady() { try handleReply(type, payload) }
             sinceReport += UInt64(count)
             if sinceReport >= 16 << 20 || offset == length {
                 sinceReport = 0
@@ -97,21 +121,17 @@ public enum ContainerTransfer {
         }
         var final = ByteWriterT()
         final.u64(length)
-        final.raw(try digest.finalize())
+        final.raw(try prefix.finalize())
         final.raw(try secure.sentTranscriptHash())
         try secure.send(.final, final.bytes)
 
         while true {
             let (type, payload) = try secure.receive()
-            switch type {
-            case .ack: continue
-            case .done:
-                return Report(vm: container.vm, generation: payload.count == 8 ? payload.reduce(0) { $0 << 8 | UInt64($1) } : container.generation,
-                              bytes: length - resumeFrom, resumedFrom: resumeFrom,
-                              seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-            case .error: throw TransferError(.peer, "the receiver refused: \(String(decoding: payload, as: UTF8.self))")
-            default: throw TransferError(.unexpectedFrame, "unexpected \(type) frame from the receiver")
-            }
+            guard type == .done else { try handleReply(type, payload); continue }
+            guard payload.count == 8 else { throw TransferError(.unexpectedFrame, "a DONE frame of \(payload.count) bytes") }
+            return Report(vm: container.vm, generation: uint64(payload[...]), bytes: length - resumeFrom, resumedFrom: resumeFrom,
+                          seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9,
+                          sender: secure.senderKey.map { hexString($0) })
         }
     }
 
@@ -132,17 +152,20 @@ public enum ContainerTransfer {
     /// Nothing appears at `destination` until the final frame has verified; then the
     /// container is given a slot for `vault` (if it has none), committed, and renamed into
     /// place. A broken transfer leaves `destination.partial-<id>` for a resumed retry.
+    /// A container longer than `maximumBytes`, or than the free space, is refused before
+    /// any of it is written.
     public static func receive(
         over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
-        progress: ((Progress) -> Void)? = nil
+        maximumBytes: UInt64 = defaultMaximumBytes, progress: ((Progress) -> Void)? = nil
     ) throws -> Report {
-        try receive(over: channel, into: destination, vault: vault, authentication: authentication, progress: progress,
-                    handshake: nil, observer: nil)
+        try receive(over: channel, into: destination, vault: vault, authentication: authentication, maximumBytes: maximumBytes,
+                    progress: progress, handshake: nil, observer: nil)
     }
 
     /// `receive` with fixed handshake values and a frame observer (TranscriptRecorder).
     package static func receive(
         over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
+        maximumBytes: UInt64 = defaultMaximumBytes,
         progress: ((Progress) -> Void)?, handshake: FixedHandshake?, observer: ((TransferFrameEvent) -> Void)?
     ) throws -> Report {
         let start = DispatchTime.now().uptimeNanoseconds
@@ -153,54 +176,94 @@ public enum ContainerTransfer {
                                                  ephemeral: handshake?.ephemeral, random: handshake?.random)
         secure.observer = observer
         do {
-            return try receiveFrames(secure, into: destination, vault: vault, start: start, progress: progress)
-        } catch let error as TransferError where error.code != .truncated && error.code != .peer {
-            try? secure.send(.error, Array(error.reason.utf8))
+            return try receiveFrames(secure, into: destination, vault: vault, maximumBytes: maximumBytes, start: start, progress: progress)
+        } catch let error as TransferError {
+            if ![.truncated, .peer, .timeout].contains(error.code) { try? secure.send(.error, Array(peerMessage(error.code).utf8)) }
             throw error
         } catch let error as ContainerError {
-            try? secure.send(.error, Array(error.description.utf8))
+            try? secure.send(.error, Array(peerMessage(.integrity).utf8))
             throw TransferError(.integrity, "the received container does not open: \(error)")
         }
     }
 
+    /// What an ERROR frame says: the kind of failure, never local detail (paths, keys);
+    /// the receiver's own error has that.
+    static func peerMessage(_ code: TransferError.Code) -> String {
+        let text = switch code {
+        case .authenticationFailed: "a frame did not authenticate"
+        case .sequence: "a frame arrived out of order"
+        case .unexpectedFrame: "a frame was not what the protocol allows here"
+        case .tooLarge: "the container is larger than this receiver accepts or has room for"
+        case .integrity: "the received container did not verify or is not acceptable here"
+        case .keys: "the keys do not fit"
+        case .io: "the receiver could not store the container"
+        default: "the transfer failed"
+        }
+        return "\(code): \(text)"
+    }
+
     private static func receiveFrames(
-        _ secure: SecureChannel, into destination: String, vault: KeyVault, start: UInt64, progress: ((Progress) -> Void)?
+        _ secure: SecureChannel, into destination: String, vault: KeyVault, maximumBytes: UInt64, start: UInt64, progress: ((Progress) -> Void)?
     ) throws -> Report {
         let (type, manifest) = try secure.receive()
-        guard type == .manifest, manifest.count == 64 else { throw TransferError(.unexpectedFrame, "expected the manifest first, got \(type)") }
+        guard type == .manifest, manifest.count == 64 else { throw TransferError(.unexpectedFrame, "expected a manifest of 64 bytes first, got \(type) of \(manifest.count)") }
         let transferID = Array(manifest[0..<16])
         let vmBytes = Array(manifest[16..<32])
         let vm = UUID(uuid: (vmBytes[0], vmBytes[1], vmBytes[2], vmBytes[3], vmBytes[4], vmBytes[5], vmBytes[6], vmBytes[7],
                              vmBytes[8], vmBytes[9], vmBytes[10], vmBytes[11], vmBytes[12], vmBytes[13], vmBytes[14], vmBytes[15]))
-        let length = manifest[56..<64].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        let expected = Expected(containerID: hexString(manifest[32..<48]), generation: uint64(manifest[48..<56]))
+        let length = uint64(manifest[56..<64])
         guard length >= 4096 else { throw TransferError(.unexpectedFrame, "a container of \(length) bytes is too short") }
+        guard length <= maximumBytes else {
+            throw TransferError(.tooLarge, "the sender announces a container of \(length) bytes; this receiver accepts at most \(maximumBytes)")
+        }
 
         let partial = "\(destination).partial-\(hexString(transferID))"
         let acknowledged = Acknowledged(path: partial + ".ack")
         let file: OpenFile
         var have: UInt64 = 0
-        var digest = try SHA256()
+        var prefix = try SHA256()
         do {
-            if FileSystem.exists(partial) {
-                file = try OpenFile(path: partial, mode: .readWrite)
+            let free = try FileSystem.availableBytes(at: FileSystem.parentDirectory(of: partial))
+            func checkRoom(_ have: UInt64) throws {
+                guard length - have <= free else {
+                    throw TransferError(.tooLarge, "the container needs \(length - have) more bytes next to \(destination); \(free) are free")
+                }
+            }
+            let exists = FileSystem.exists(partial)
+            if !exists { try checkRoom(0) }
+            file = exists ? try OpenFile(path: partial, mode: .readWrite) : try OpenFile(creating: partial)
+            guard try file.tryLock() else { throw TransferError(.io, "another receive is writing \(partial)") }
+            if exists {
                 // Resume from what was acknowledged (synced); anything after it may not
                 // have reached the disk.
                 have = min(acknowledged.load(), UInt64(try file.size()), length)
                 try file.truncate(to: Int64(have))
-                // Re-hash what is already here; the final digest covers the whole file.
-                var offset: UInt64 = 0
-                while offset < have {
-                    let piece = try file.read(at: Int64(offset), count: Int(min(UInt64(dataChunk), have - offset)))
-                    try digest.update(piece)
-                    offset += UInt64(piece.count)
-                }
-            } else {
-                file = try OpenFile(creating: partial)
+                try checkRoom(have)
             }
+        } catch let error as TransferError {
+            throw error
         } catch {
             throw TransferError(.io, "cannot write \(partial): \(error)")
         }
         try secure.send(.ack, bigEndian64(have))
+        // Hash what is already here while the sender hashes its copy (FINAL compares).
+        do {
+            var buffer = [UInt8](repeating: 0, count: dataChunk)
+            var offset: UInt64 = 0
+            while offset < have {
+                let count = Int(min(UInt64(dataChunk), have - offset))
+                guard try file.read(into: &buffer, at: Int64(offset), count: count) == count else {
+                    throw TransferError(.io, "\(partial) ended at \(offset) while it was re-read")
+                }
+                try prefix.update(buffer, range: 0..<count)
+                offset += UInt64(count)
+            }
+        } catch let error as TransferError {
+            throw error
+        } catch {
+            throw TransferError(.io, "cannot read \(partial): \(error)")
+        }
 
         let (keyType, keyBytes) = try secure.receive()
         guard keyType == .key, keyBytes.count == 32 else { throw TransferError(.unexpectedFrame, "expected the key frame, got \(keyType)") }
@@ -208,21 +271,22 @@ public enum ContainerTransfer {
 
         var offset = have
         var sinceAck: UInt64 = 0
+        var sinceReport: UInt64 = 0
         while true {
-            let (frameType, payload) = try secure.receive()
-            switch frameType {
+            let frame = try secure.receiveInPlace()
+            switch frame.type {
             case .data:
+                let payload = secure.payload(of: frame)
                 guard payload.count > 8 else { throw TransferError(.unexpectedFrame, "an empty data frame") }
-                let at = payload[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                let at = uint64(payload.prefix(8))
                 let count = UInt64(payload.count - 8)
-                guard at == offset, at + count <= length else {
-                    throw TransferError(.unexpectedFrame, "data for bytes \(at)..<\(at + count) arrived where \(offset) was due (length \(length))")
+                guard at == offset, count <= length - offset else {
+                    throw TransferError(.unexpectedFrame, "data for bytes \(at)..<\(at &+ count) arrived where \(offset) was due (length \(length))")
                 }
-                let data = payload[8...]
-                try digest.update(payload, range: 8..<payload.count)
-                do { try file.write(data, at: Int64(at)) } catch { throw TransferError(.io, "cannot write \(partial): \(error)") }
+                do { try file.write(payload.dropFirst(8), at: Int64(at)) } catch { throw TransferError(.io, "cannot write \(partial): \(error)") }
                 offset += count
                 sinceAck += count
+                sinceReport += count
                 if sinceAck >= ackEvery {
                     // Durable before acknowledged: a retry resumes from here.
                     do {
@@ -234,25 +298,30 @@ public enum ContainerTransfer {
                     try secure.send(.ack, bigEndian64(offset))
                     sinceAck = 0
                 }
-                progress?(Progress(bytes: offset - have, total: length - have, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+                if sinceReport >= 16 << 20 || offset == length {
+                    sinceReport = 0
+                    progress?(Progress(bytes: offset - have, total: length - have, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+                }
             case .final:
+                let payload = secure.payload(of: frame)
                 guard payload.count == 72 else { throw TransferError(.unexpectedFrame, "a final frame of \(payload.count) bytes") }
-                let finalLength = payload[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                guard finalLength == length, offset == length else {
+                let base = payload.startIndex
+                guard uint64(payload[base..<(base + 8)]) == length, offset == length else {
                     throw TransferError(.integrity, "the final frame came after \(offset) of \(length) bytes")
                 }
                 // The transcript covers every frame before the final one, in this session.
-                let expectedTranscript = secure.transcriptBeforeLastReceived
-                guard constantTimeEquals(Array(payload[40..<72]), expectedTranscript) else {
+                guard constantTimeEquals(Array(payload[(base + 40)..<(base + 72)]), secure.transcriptBeforeLastReceived) else {
                     throw TransferError(.integrity, "the transcript does not match: frames were changed, dropped or added")
                 }
-                guard constantTimeEquals(Array(payload[8..<40]), try digest.finalize()) else {
-                    try? FileSystem.removeFile(partial)
-                    throw TransferError(.integrity, "the file digest does not match what the sender read")
+                guard constantTimeEquals(Array(payload[(base + 8)..<(base + 40)]), try prefix.finalize()) else {
+                    // What was kept from an earlier session is not what the sender has:
+                    // nothing here can be resumed from.
+                    for path in [partial, partial + ".ack"] { try? FileSystem.removeFile(path) }
+                    throw TransferError(.integrity, "the \(have) bytes kept from an earlier session differ from the sender's")
                 }
                 let generation: UInt64
                 do {
-                    generation = try commit(partial: partial, file: file, length: length, to: destination, dek: dek, vault: vault, vm: vm)
+                    generation = try commit(partial: partial, file: file, length: length, to: destination, dek: dek, vault: vault, vm: vm, expected: expected)
                 } catch {
                     // Every byte arrived and verified, but the container is not acceptable
                     // here (another VM, a rollback, a bad key): nothing to resume.
@@ -261,17 +330,26 @@ public enum ContainerTransfer {
                 }
                 try secure.send(.done, bigEndian64(generation))
                 return Report(vm: vm, generation: generation, bytes: length - have, resumedFrom: have,
-                              seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                              seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9,
+                              sender: secure.senderKey.map { hexString($0) })
             case .error:
-                throw TransferError(.peer, "the sender stopped: \(String(decoding: payload, as: UTF8.self))")
+                throw TransferError(.peer, "the sender stopped: \(String(decoding: secure.payload(of: frame), as: UTF8.self))")
             default:
-                throw TransferError(.unexpectedFrame, "unexpected \(frameType) frame during the data")
+                throw TransferError(.unexpectedFrame, "unexpected \(frame.type) frame during the data")
             }
         }
     }
 
+    /// What the manifest said of the container, checked against what arrived.
+    struct Expected {
+        let containerID: String
+        let generation: UInt64
+    }
+
     /// Makes the received file a container of this vault and puts it in place.
-    private static func commit(partial: String, file: OpenFile, length: UInt64, to destination: String, dek: SecretBytes, vault: KeyVault, vm: UUID) throws -> UInt64 {
+    private static func commit(
+        partial: String, file: OpenFile, length: UInt64, to destination: String, dek: SecretBytes, vault: KeyVault, vm: UUID, expected: Expected
+    ) throws -> UInt64 {
         do {
             try file.truncate(to: Int64(length))
             try file.sync()
@@ -280,6 +358,9 @@ public enum ContainerTransfer {
         }
         let container = try GuestStateContainer.open(at: partial, access: .readWrite)
         guard container.vm == vm else { throw TransferError(.integrity, "the container is for another VM than the manifest said") }
+        guard container.info.containerID == expected.containerID, container.generation == expected.generation else {
+            throw TransferError(.integrity, "the container is \(container.info.containerID) at generation \(container.generation); the manifest said \(expected.containerID) at \(expected.generation)")
+        }
         try container.unlock(withKey: dek, vault: vault)
         let hasOwnSlot = container.slots.slots.contains { if case .vault(let id, _, _) = $0 { return id == vault.rootKeyID } else { return false } }
         if !hasOwnSlot {
@@ -290,12 +371,15 @@ public enum ContainerTransfer {
         let generation = container.generation
         do {
             try FileSystem.link(partial, to: destination)
-            try FileSystem.removeFile(partial)
-            try FileSystem.removeFile(partial + ".lock")
-            try FileSystem.removeFile(partial + ".ack")
-            try FileSystem.syncDirectory(FileSystem.parentDirectory(of: destination))
         } catch {
             throw TransferError(.io, "cannot put the container in place at \(destination): \(error)")
+        }
+        // In place: from here a failure to tidy up is not a failed transfer.
+        for path in [partial, partial + ".lock", partial + ".ack"] { try? FileSystem.removeFile(path) }
+        do {
+            try FileSystem.syncDirectory(FileSystem.parentDirectory(of: destination))
+        } catch {
+            throw TransferError(.io, "\(destination) is in place but its directory could not be synced: \(error)")
         }
         return generation
     }
@@ -317,6 +401,9 @@ struct Acknowledged {
         try FileSystem.writeAtomically(value + Array(try SHA256.hash(value).prefix(8)), to: path)
     }
 }
+
+/// A big-endian integer from up to 8 bytes.
+func uint64(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } }
 
 func bigEndian64(_ value: UInt64) -> [UInt8] { (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * UInt64($0))) } }
 

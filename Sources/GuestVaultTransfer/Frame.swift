@@ -55,31 +55,93 @@ struct FrameHeader: Equatable {
     }
 }
 
-/// Splits a byte stream into frames; asks for more bytes rather than guessing.
+/// Splits a byte stream into frames inside one reused buffer; asks for more bytes
+/// rather than guessing. A complete frame is returned as its place in ``storage`` (header
+/// at `start`, body after it), where the caller opens it in place: received bytes are
+/// copied once, from the kernel into ``storage``. A returned place stays valid until the
+/// next ``append(_:)`` or ``fill(_:)``, which may move unconsumed bytes to the front.
 struct FrameDecoder {
-    private var buffer: [UInt8] = []
-    private var start = 0
+    /// The bytes; frames are opened in place here.
+    var storage: [UInt8]
+    /// The first byte not yet returned as part of a frame.
+    private(set) var start = 0
+    /// The end of the bytes received.
+    private(set) var end = 0
 
-    mutating func append(_ bytes: [UInt8]) {
-        if start > 0 && start == buffer.count { buffer.removeAll(keepingCapacity: true); start = 0 }
-        buffer += bytes
+    /// At most room for two of the largest frames, so one can be read while a part of
+    /// the next waits at the end. The buffer starts small and grows to what the frames
+    /// need: a session of small frames never allocates megabytes.
+    static let maximumCapacity = 2 * (FrameHeader.count + FrameHeader.maximumBody)
+    static let initialCapacity = 64 << 10
+
+    init() {
+        storage = [UInt8](repeating: 0, count: Self.initialCapacity)
     }
 
-    /// The next complete frame (header bytes, header, body), or nil for "need more".
-    mutating func next() throws -> (headerBytes: [UInt8], header: FrameHeader, body: [UInt8])? {
-        guard buffer.count - start >= FrameHeader.count else { return nil }
-        let header = try FrameHeader.parse(buffer[start..<(start + FrameHeader.count)])
-        let total = FrameHeader.count + Int(header.bodyLength)
-        guard buffer.count - start >= total else { return nil }
-        let headerBytes = Array(buffer[start..<(start + FrameHeader.count)])
-        let body = Array(buffer[(start + FrameHeader.count)..<(start + total)])
-        start += total
-        if start > (8 << 20) {
-            buffer.removeFirst(start)
+    /// Copies `bytes` in (tests, fuzzing and small reads).
+    mutating func append(_ bytes: [UInt8]) {
+        var rest = bytes[...]
+        while !rest.isEmpty {
+            makeRoom()
+            let count = min(rest.count, storage.count - end)
+            storage.replaceSubrange(end..<(end + count), with: rest.prefix(count))
+            end += count
+            rest = rest.dropFirst(count)
+        }
+    }
+
+    /// Reads once into the free space through `read(buffer, offset, maximum)`, which
+    /// returns how many bytes it put at `offset` (0: the end of the stream). Returns that
+    /// count.
+    mutating func fill(_ read: (inout [UInt8], Int, Int) throws -> Int) throws -> Int {
+        makeRoom()
+        let count = try read(&storage, end, storage.count - end)
+        precondition(count >= 0 && count <= storage.count - end, "a read past the free space")
+        end += count
+        return count
+    }
+
+    /// Moves the unconsumed bytes to the front when the free space at the end cannot
+    /// take the rest of the frame they start (or is empty), and grows the buffer when the
+    /// frame is larger than it (twice that frame, so the next one's start fits too).
+    private mutating func makeRoom() {
+        if start == end { start = 0; end = 0 }
+        var needed = FrameHeader.count
+        if end - start >= FrameHeader.count, let header = try? FrameHeader.parse(storage[start..<(start + FrameHeader.count)]) {
+            needed = FrameHeader.count + Int(header.bodyLength)
+        }
+        if needed >= storage.count {
+            storage += [UInt8](repeating: 0, count: min(2 * needed, Self.maximumCapacity) - storage.count)
+        }
+        if start + needed > storage.count || end == storage.count {
+            storage.withUnsafeMutableBytes { raw in
+                raw.baseAddress!.copyMemory(from: raw.baseAddress! + start, byteCount: end - start)
+            }
+            end -= start
             start = 0
         }
-        return (headerBytes, header, body)
     }
 
-    var isEmpty: Bool { buffer.count == start }
+    /// The next complete frame's header and where it starts in ``storage``, or nil for
+    /// "need more bytes". A bad header throws, and the decoder stays failed.
+    mutating func next() throws -> (header: FrameHeader, at: Int)? {
+        if let failure { throw failure }
+        guard end - start >= FrameHeader.count else { return nil }
+        let header: FrameHeader
+        do {
+            header = try FrameHeader.parse(storage[start..<(start + FrameHeader.count)])
+        } catch let error as TransferError {
+            failure = error
+            throw error
+        }
+        let total = FrameHeader.count + Int(header.bodyLength)
+        guard end - start >= total else { return nil }
+        let at = start
+        start += total
+        return (header, at)
+    }
+
+    private var failure: TransferError?
+
+    var isEmpty: Bool { end == start }
 }

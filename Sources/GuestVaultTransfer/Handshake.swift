@@ -1,22 +1,35 @@
 public import GuestVaultCrypto
+import GuestVaultSystem
 
 /// How the two ends authenticate (docs/TRANSFER.md §2).
 public enum TransferAuthentication: Sendable {
     /// Sender side: the destination vault's X25519 recipient public key
-    /// (`guestvault vault recipient`). Only that vault can read the transfer.
-    case toRecipient(X25519.PublicKey)
-    /// Receiver side: this vault's recipient private key.
-    case asRecipient(X25519.PrivateKey)
+    /// (`guestvault vault recipient` there), and this vault's own recipient key, which
+    /// the receiver checks against the senders it accepts. Only the destination vault
+    /// can read the transfer; only a holder of `sender` can send it.
+    case toRecipient(X25519.PublicKey, sender: X25519.PrivateKey)
+    /// Receiver side: this vault's recipient private key, and whose transfers to accept.
+    case asRecipient(X25519.PrivateKey, accepting: AcceptedSenders)
     /// Both sides: a migration key both vaults hold (at least 32 bytes). Authenticates
     /// both ends to each other.
     case presharedKey(SecretBytes)
 }
 
-/// The cleartext hello each side sends first (108 bytes).
+/// The senders a receiver in recipient mode accepts.
+public enum AcceptedSenders: Sendable {
+    /// Only these vaults' recipient public keys.
+    case only([X25519.PublicKey])
+    /// Any sender that proves a recipient key. It still proves one (the report names
+    /// it), but anyone who can reach the listener can place a container and raise this
+    /// vault's rollback counter for the VM it names (docs/TRANSFER.md §6).
+    case anyone
+}
+
+/// The cleartext hello each side sends first (140 bytes).
 struct Hello: Equatable {
     static let magic = Array("GVTX".utf8)
     static let version: UInt16 = 1
-    static let count = 108
+    static let count = 140
 
     enum Role: UInt8 { case sender = 1, receiver = 2 }
     enum Mode: UInt8 { case recipient = 1, presharedKey = 2 }
@@ -26,9 +39,13 @@ struct Hello: Equatable {
     var ephemeral: [UInt8]
     var random: [UInt8]
     var keyID: [UInt8]
+    /// The sender's static (vault recipient) public key in recipient mode; zeros in the
+    /// receiver's hello and in PSK mode.
+    var senderKey: [UInt8]
 
     var bytes: [UInt8] {
-        Self.magic + [UInt8(Self.version >> 8), UInt8(Self.version & 0xff), role.rawValue, mode.rawValue] + ephemeral + random + keyID + [0, 0, 0, 0]
+        Self.magic + [UInt8(Self.version >> 8), UInt8(Self.version & 0xff), role.rawValue, mode.rawValue] + ephemeral + random + keyID
+            + senderKey + [0, 0, 0, 0]
     }
 
     static func parse(_ b: [UInt8]) throws -> Hello {
@@ -42,18 +59,25 @@ struct Hello: Equatable {
         guard let role = Role(rawValue: b[6]), let mode = Mode(rawValue: b[7]) else {
             throw TransferError(.protocolMismatch, "the hello has an unknown role or mode")
         }
-        guard b[104..<108].allSatisfy({ $0 == 0 }) else {
+        guard b[136..<140].allSatisfy({ $0 == 0 }) else {
             throw TransferError(.protocolMismatch, "the peer asks for capabilities this build does not have")
         }
-        return Hello(role: role, mode: mode, ephemeral: Array(b[8..<40]), random: Array(b[40..<72]), keyID: Array(b[72..<104]))
+        let senderKey = Array(b[104..<136])
+        let carriesSenderKey = role == .sender && mode == .recipient
+        guard carriesSenderKey != senderKey.allSatisfy({ $0 == 0 }) else {
+            throw TransferError(.protocolMismatch, carriesSenderKey
+                ? "the sender's hello names no sender key" : "the hello has a sender key where it must be zero")
+        }
+        return Hello(role: role, mode: mode, ephemeral: Array(b[8..<40]), random: Array(b[40..<72]), keyID: Array(b[72..<104]),
+                     senderKey: senderKey)
     }
 
     static let pskLabel = Array("GuestVault v1 psk id".utf8)
 
     static func keyID(for authentication: TransferAuthentication) throws -> [UInt8] {
         switch authentication {
-        case .toRecipient(let key): try SHA256.hash(key.rawRepresentation)
-        case .asRecipient(let key): try SHA256.hash(key.publicKey.rawRepresentation)
+        case .toRecipient(let key, _): try SHA256.hash(key.rawRepresentation)
+        case .asRecipient(let key, _): try SHA256.hash(key.publicKey.rawRepresentation)
         case .presharedKey(let psk): try SHA256.hash(pskLabel + psk.unsafeCopyOfBytes())
         }
     }
@@ -90,8 +114,11 @@ final class SecureChannel {
     private var decoder = FrameDecoder()
     /// Bytes of payload sent and received (for progress).
     private(set) var payloadSent: UInt64 = 0
+    /// In recipient mode, the sender's vault recipient public key (both ends know it
+    /// after the handshake); nil in PSK mode.
+    let senderKey: [UInt8]?
 
-    private init(channel: ByteChannel, sendKey: SecretBytes, receiveKey: SecretBytes, handshakeHash: [UInt8]) throws {
+    private init(channel: ByteChannel, sendKey: SecretBytes, receiveKey: SecretBytes, handshakeHash: [UInt8], senderKey: [UInt8]?) throws {
         self.channel = channel
         sealer = try AESGCMContext(key: sendKey)
         opener = try AESGCMContext(key: receiveKey)
@@ -99,6 +126,7 @@ final class SecureChannel {
         receivedTranscript = try SHA256()
         try sentTranscript.update(handshakeHash)
         try receivedTranscript.update(handshakeHash)
+        self.senderKey = senderKey
     }
 
     /// Runs the handshake as `role` and returns the channel.
@@ -112,12 +140,20 @@ final class SecureChannel {
             throw TransferError(.keys, "the \(role) side cannot use that kind of key")
         default: break
         }
+        var ownSenderKey = [UInt8](repeating: 0, count: 32)
+        if case .toRecipient(_, let sender) = authentication { ownSenderKey = sender.publicKey.rawRepresentation }
         let mine = Hello(role: role, mode: mode, ephemeral: ephemeral.publicKey.rawRepresentation,
-                         random: try fixedRandom ?? SecureRandom.bytes(count: 32), keyID: try Hello.keyID(for: authentication))
-        try channel.send(mine.bytes)
+                         random: try fixedRandom ?? SecureRandom.bytes(count: 32), keyID: try Hello.keyID(for: authentication),
+                         senderKey: ownSenderKey)
+        try send(mine.bytes, over: channel, during: "the handshake")
         var received: [UInt8] = []
         while received.count < Hello.count {
-            let piece = try channel.receive(maximum: Hello.count - received.count)
+            let piece: [UInt8]
+            do {
+                piece = try channel.receive(maximum: Hello.count - received.count)
+            } catch {
+                throw connectionError(error, during: "the handshake")
+            }
             guard !piece.isEmpty else { throw TransferError(.truncated, "the peer closed the connection during the handshake") }
             received += piece
         }
@@ -129,12 +165,26 @@ final class SecureChannel {
                 ? "the peer holds another migration key"
                 : "the transfer is addressed to another vault's recipient key (\(hexString(theirs.keyID.prefix(8)))…, this vault's is \(hexString(mine.keyID.prefix(8)))…)")
         }
-        let theirEphemeral = try X25519.PublicKey(rawRepresentation: theirs.ephemeral)
-        let ephemeralShared = try ephemeral.sharedSecret(with: theirEphemeral)
+        let theirEphemeral = try publicKey(theirs.ephemeral, what: "ephemeral key")
+        let ephemeralShared = try agree(ephemeral, theirEphemeral, what: "ephemeral key")
         let first: SecretBytes
+        var senderKey: [UInt8]?
         switch authentication {
-        case .toRecipient(let recipient): first = try ephemeral.sharedSecret(with: recipient)
-        case .asRecipient(let key): first = try key.sharedSecret(with: theirEphemeral)
+        case .toRecipient(let recipient, let sender):
+            // es || ss: only the holder of r can read; only the holder of s can send.
+            first = SecretBytes(copying: try agree(ephemeral, recipient, what: "recipient key").unsafeCopyOfBytes()
+                                         + agree(sender, recipient, what: "recipient key").unsafeCopyOfBytes())
+            senderKey = ownSenderKey
+        case .asRecipient(let key, let accepted):
+            if case .only(let keys) = accepted {
+                guard keys.contains(where: { constantTimeEquals($0.rawRepresentation, theirs.senderKey) }) else {
+                    throw TransferError(.keys, "the sender's vault key \(hexString(theirs.senderKey.prefix(8)))… is not one this receiver accepts")
+                }
+            }
+            let sender = try publicKey(theirs.senderKey, what: "sender key")
+            first = SecretBytes(copying: try agree(key, theirEphemeral, what: "ephemeral key").unsafeCopyOfBytes()
+                                         + agree(key, sender, what: "sender key").unsafeCopyOfBytes())
+            senderKey = theirs.senderKey
         case .presharedKey(let psk): first = psk
         }
         let senderHello = role == .sender ? mine.bytes : theirs.bytes
@@ -143,7 +193,33 @@ final class SecureChannel {
         return try SecureChannel(channel: channel,
                                  sendKey: role == .sender ? keys.senderToReceiver : keys.receiverToSender,
                                  receiveKey: role == .sender ? keys.receiverToSender : keys.senderToReceiver,
-                                 handshakeHash: keys.handshakeHash)
+                                 handshakeHash: keys.handshakeHash, senderKey: senderKey)
+    }
+
+    private static func publicKey(_ bytes: [UInt8], what: String) throws -> X25519.PublicKey {
+        do { return try X25519.PublicKey(rawRepresentation: bytes) } catch {
+            throw TransferError(.keys, "the peer's \(what) is not an X25519 public key")
+        }
+    }
+
+    /// X25519, with a small-order peer key (all-zero result) as a transfer error.
+    private static func agree(_ key: X25519.PrivateKey, _ peer: X25519.PublicKey, what: String) throws -> SecretBytes {
+        do { return try key.sharedSecret(with: peer) } catch {
+            throw TransferError(.keys, "the peer's \(what) is a small-order point: no shared secret")
+        }
+    }
+
+    /// The error for a failed read or write on the channel.
+    static func connectionError(_ error: any Error, during: String) -> TransferError {
+        if let error = error as? TransferError { return error }
+        if let error = error as? SystemError, error.isTimeout {
+            return TransferError(.timeout, "nothing moved on the connection for longer than its timeout during \(during): the peer stalled or the connection is gone")
+        }
+        return TransferError(.truncated, "the connection failed during \(during): \(error)")
+    }
+
+    private static func send(_ bytes: [UInt8], over channel: ByteChannel, during: String) throws {
+        do { try channel.send(bytes) } catch { throw connectionError(error, during: during) }
     }
 
     static func nonce(_ sequence: UInt64) -> [UInt8] {
@@ -182,8 +258,8 @@ final class SecureChannel {
         // The transcript covers each frame's header and tag: the tag authenticates the
         // ciphertext under the session key, so this binds every byte sent.
         try sentTranscript.update(headerBytes)
-        try sentTranscript.update(Array(frame[(end - AESGCM.tagByteCount)..<end]))
-        try channel.send(end == frame.count ? frame : Array(frame[0..<end]))
+        try sentTranscript.update(frame, range: (end - AESGCM.tagByteCount)..<end)
+        try Self.send(end == frame.count ? frame : Array(frame[0..<end]), over: channel, during: "frame \(sendSequence) (\(type))")
         sendSequence += 1
         payloadSent += UInt64(payloadCount)
         if let observer, let plaintext {
@@ -191,43 +267,82 @@ final class SecureChannel {
         }
     }
 
-    /// The next frame; checks its sequence number and opens it.
-    func receive() throws -> (type: FrameType, payload: [UInt8]) {
+    /// A received, opened frame: its payload is `payload(of:)` until the next receive.
+    struct Received {
+        let type: FrameType
+        let sequence: UInt64
+        let payload: Range<Int>
+    }
+
+    /// The next frame, opened in place; waits for it.
+    func receiveInPlace() throws -> Received {
         while true {
-            if let (headerBytes, header, body) = try decoder.next() {
-                guard header.sequence == receiveSequence else {
-                    throw TransferError(.sequence, header.sequence < receiveSequence
-                        ? "frame \(header.sequence) arrived again (expected \(receiveSequence)): a replay"
-                        : "frame \(header.sequence) arrived where \(receiveSequence) was due: a frame was dropped or reordered")
-                }
-                var payload = body
-                let tag = Array(body.suffix(AESGCM.tagByteCount))
-                do {
-                    try opener.open(prefixOf: &payload, count: body.count - AESGCM.tagByteCount, nonce: Self.nonce(header.sequence), authenticating: headerBytes)
-                } catch let error as CryptoError where error.code == .authenticationFailure {
-                    throw TransferError(.authenticationFailed, "frame \(header.sequence) (\(header.type)) does not authenticate: changed in transit, from another session, or a wrong key")
-                }
-                payload.removeLast(AESGCM.tagByteCount)
-                if header.type == .final { transcriptBeforeLastReceived = try receivedTranscript.current() }
-                try receivedTranscript.update(headerBytes)
-                try receivedTranscript.update(tag)
-                receiveSequence += 1
-                observer?(TransferFrameEvent(sent: false, type: header.type, payload: payload, transcript: nil))
-                return (header.type, payload)
-            }
-            let bytes: [UInt8]
+            if let frame = try openNext() { return frame }
+            let count: Int
             do {
-                bytes = try channel.receive(maximum: 256 << 10)
-            } catch let error as TransferError {
-                throw error
+                count = try decoder.fill { buffer, offset, maximum in try channel.receive(into: &buffer, at: offset, maximum: maximum) }
             } catch {
-                throw TransferError(.truncated, "the connection failed after frame \(Int64(receiveSequence) - 1): \(error)")
+                throw Self.connectionError(error, during: "the wait for frame \(receiveSequence)")
             }
-            guard !bytes.isEmpty else {
+            guard count > 0 else {
                 throw TransferError(.truncated, "the connection ended after frame \(Int64(receiveSequence) - 1), before the transfer was complete")
+            }
+        }
+    }
+
+    /// The payload bytes of `frame` (valid until the next receive).
+    func payload(of frame: Received) -> ArraySlice<UInt8> { decoder.storage[frame.payload] }
+
+    /// The next frame with a copy of its payload.
+    func receive() throws -> (type: FrameType, payload: [UInt8]) {
+        let frame = try receiveInPlace()
+        return (frame.type, Array(payload(of: frame)))
+    }
+
+    /// Frames that have arrived already, without waiting (nil if the channel cannot
+    /// tell, or nothing complete has arrived). The sender reads the receiver's ACKs with
+    /// this between data frames.
+    func receiveIfReady() throws -> (type: FrameType, payload: [UInt8])? {
+        while true {
+            if let frame = try openNext() { return (frame.type, Array(payload(of: frame))) }
+            let bytes: [UInt8]?
+            do { bytes = try channel.receiveIfReady(maximum: 64 << 10) } catch {
+                throw Self.connectionError(error, during: "a read between frames")
+            }
+            guard let bytes else { return nil }
+            guard !bytes.isEmpty else {
+                throw TransferError(.truncated, "the peer closed the connection after its frame \(Int64(receiveSequence) - 1)")
             }
             decoder.append(bytes)
         }
+    }
+
+    /// Opens the next complete frame in the decoder, if there is one.
+    private func openNext() throws -> Received? {
+        guard let (header, at) = try decoder.next() else { return nil }
+        guard header.sequence == receiveSequence else {
+            throw TransferError(.sequence, header.sequence < receiveSequence
+                ? "frame \(header.sequence) arrived again (expected \(receiveSequence)): a replay"
+                : "frame \(header.sequence) arrived where \(receiveSequence) was due: a frame was dropped or reordered")
+        }
+        let headerRange = at..<(at + FrameHeader.count)
+        let payloadCount = Int(header.bodyLength) - AESGCM.tagByteCount
+        let payloadStart = at + FrameHeader.count
+        let tagRange = (payloadStart + payloadCount)..<(payloadStart + Int(header.bodyLength))
+        let headerBytes = Array(decoder.storage[headerRange])
+        // The transcript takes the tag as it arrived.
+        if header.type == .final { transcriptBeforeLastReceived = try receivedTranscript.current() }
+        try receivedTranscript.update(headerBytes)
+        try receivedTranscript.update(decoder.storage, range: tagRange)
+        do {
+            try opener.open(rangeOf: &decoder.storage, start: payloadStart, count: payloadCount, nonce: Self.nonce(header.sequence), authenticating: headerBytes)
+        } catch let error as CryptoError where error.code == .authenticationFailure {
+            throw TransferError(.authenticationFailed, "frame \(header.sequence) (\(header.type)) does not authenticate: changed in transit, from another session, or a wrong key")
+        }
+        receiveSequence += 1
+        let frame = Received(type: header.type, sequence: header.sequence, payload: payloadStart..<(payloadStart + payloadCount))
+        observer?(TransferFrameEvent(sent: false, type: header.type, payload: Array(payload(of: frame)), transcript: nil))
+        return frame
     }
 }
 

@@ -128,6 +128,8 @@ package final class MemoryChannel: ByteChannel, Sendable {
 
     package func receive(maximum: Int) throws -> [UInt8] { incoming.read(maximum: maximum) }
 
+    package func receiveIfReady(maximum: Int) throws -> [UInt8]? { incoming.read(maximum: maximum, waitingAtMost: .nanoseconds(0)) }
+
     /// Ends both directions (wakes a peer blocked in `receive`).
     package func close() {
         incoming.close()
@@ -204,7 +206,8 @@ package enum TranscriptRecorder {
     package struct Transcript: Sendable {
         package let messages: [Message]
         package let keyID: [UInt8]
-        /// X25519(sender ephemeral, recipient key), or the PSK.
+        /// X25519(sender ephemeral, recipient key) || X25519(sender key, recipient key),
+        /// or the PSK.
         package let firstSecret: [UInt8]
         /// X25519(sender ephemeral, receiver ephemeral).
         package let ephemeralShared: [UInt8]
@@ -281,7 +284,9 @@ package enum TranscriptRecorder {
 
         let first: SecretBytes
         switch senderAuthentication {
-        case .toRecipient(let recipient): first = try sender.ephemeral.sharedSecret(with: recipient)
+        case .toRecipient(let recipient, let senderKey):
+            first = SecretBytes(copying: try sender.ephemeral.sharedSecret(with: recipient).unsafeCopyOfBytes()
+                                         + senderKey.sharedSecret(with: recipient).unsafeCopyOfBytes())
         case .presharedKey(let psk): first = psk
         case .asRecipient: throw TransferError(.keys, "the sender side cannot use a recipient private key")
         }

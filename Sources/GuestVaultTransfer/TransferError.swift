@@ -24,8 +24,11 @@ public struct TransferError: Error, Sendable, CustomStringConvertible {
         public static let peer = Code("peer")
         /// The destination exists, or a file operation failed.
         public static let io = Code("io")
-        /// The peer's identity or the keys do not fit (no recipient key, wrong PSK).
+        /// The peer's identity or the keys do not fit (no recipient key, wrong PSK, a
+        /// sender this receiver does not accept, a small-order key).
         public static let keys = Code("keys")
+        /// The peer sent nothing (or took nothing) for longer than the channel's timeout.
+        public static let timeout = Code("timeout")
     }
 
     public let code: Code
@@ -44,4 +47,20 @@ public protocol ByteChannel: AnyObject {
     func send(_ bytes: [UInt8]) throws
     /// Up to `maximum` bytes; empty at the end of the stream.
     func receive(maximum: Int) throws -> [UInt8]
+    /// Up to `maximum` bytes into `buffer` from `offset`; returns the count, 0 at the end
+    /// of the stream. The default goes through ``receive(maximum:)``.
+    func receive(into buffer: inout [UInt8], at offset: Int, maximum: Int) throws -> Int
+    /// What has arrived, without waiting: nil if nothing has (or the channel cannot
+    /// tell), empty at the end of the stream. The default is nil.
+    func receiveIfReady(maximum: Int) throws -> [UInt8]?
+}
+
+extension ByteChannel {
+    public func receive(into buffer: inout [UInt8], at offset: Int, maximum: Int) throws -> Int {
+        let bytes = try receive(maximum: maximum)
+        buffer.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+        return bytes.count
+    }
+
+    public func receiveIfReady(maximum: Int) throws -> [UInt8]? { nil }
 }

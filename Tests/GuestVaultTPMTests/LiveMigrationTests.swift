@@ -190,10 +190,11 @@ struct LiveMigrationTests {
             #expect(try Run.guestvault(["vault", "init", "--vault", to.vault]).status == 0)
             if source == .guestvault {
                 let recipient = try Run.guestvault(["vault", "recipient", "--vault", to.vault]).text.trimmingCharacters(in: .whitespacesAndNewlines)
+                let senderKey = try Run.guestvault(["vault", "recipient", "--vault", from.vault]).text.trimmingCharacters(in: .whitespacesAndNewlines)
                 let listen = "unix:\(dir.file("transfer.sock"))"
                 let receiver = Process()
                 receiver.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
-                receiver.arguments = ["receive", "--vault", to.vault, "--listen", listen, to.state]
+                receiver.arguments = ["receive", "--vault", to.vault, "--listen", listen, "--from", senderKey, to.state]
                 try receiver.run()
                 for _ in 0..<500 where !FileManager.default.fileExists(atPath: dir.file("transfer.sock")) { usleep(10_000) }
                 let sent = try Run.guestvault(["send", "--vault", from.vault, from.state, "--to", listen, "--recipient", recipient])
@@ -223,17 +224,22 @@ struct LiveMigrationTests {
         try to.stop()
         var sourcePCRs = "", destinationPCRs = ""
         var sourceNV = Data(), destinationNV = Data()
+        var nvErrors = ""
         try from.read { tcti in
             sourcePCRs = try Run.program(Run.which("tpm2_pcrread")!, ["sha256:0,1,2,3,4,5,6,7"], environment: tcti).text
-            sourceNV = try Run.program(Run.which("tpm2_nvread")!, ["0x1500020", "-C", "o", "-s", "\(nvData.count)"], environment: tcti).stdout
+            let read = try Run.program(Run.which("tpm2_nvread")!, ["0x1500020", "-C", "o", "-s", "\(nvData.count)"], environment: tcti)
+            sourceNV = read.stdout
+            nvErrors += "source (\(source)): status \(read.status) \(read.stderr)\n"
         }
         try to.read { tcti in
             destinationPCRs = try Run.program(Run.which("tpm2_pcrread")!, ["sha256:0,1,2,3,4,5,6,7"], environment: tcti).text
-            destinationNV = try Run.program(Run.which("tpm2_nvread")!, ["0x1500020", "-C", "o", "-s", "\(nvData.count)"], environment: tcti).stdout
+            let read = try Run.program(Run.which("tpm2_nvread")!, ["0x1500020", "-C", "o", "-s", "\(nvData.count)"], environment: tcti)
+            destinationNV = read.stdout
+            nvErrors += "destination (\(destination)): status \(read.status) \(read.stderr)\n"
         }
         #expect(!sourcePCRs.isEmpty && sourcePCRs == destinationPCRs, "PCRs on both sides:\n\(sourcePCRs)\n\(destinationPCRs)")
         #expect(!sourcePCRs.contains("0 : 0x0000000000000000000000000000000000000000000000000000000000000000"))
-        #expect(sourceNV == Data(nvData) && destinationNV == Data(nvData))
+        #expect(sourceNV == Data(nvData) && destinationNV == Data(nvData), "NV reads:\n\(nvErrors)")
         print("migration \(source) -> \(destination): PCRs 0-7 and NV 0x1500020 identical on both sides")
     }
 }

@@ -85,7 +85,8 @@ struct TwoVaults {
         let done = DispatchSemaphore(value: 0)
         let recipient = try destination.recipientKey()
         let sourcePath = sourceState, sourceVault = source
-        let auth = senderAuth ?? .toRecipient(recipient.publicKey)
+        let auth = try senderAuth ?? .toRecipient(recipient.publicKey, sender: source.recipientKey())
+        let accepted = try receiverAuth ?? .asRecipient(recipient, accepting: .only([source.recipientKey().publicKey]))
         Thread.detachNewThread {
             let result = Result<ContainerTransfer.Report, any Error> {
                 let socket = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: port))
@@ -98,7 +99,7 @@ struct TwoVaults {
         let connection = try listener.accept()
         let received = Result<ContainerTransfer.Report, any Error> {
             try ContainerTransfer.receive(over: connection, into: destinationState, vault: destination,
-                                          authentication: receiverAuth ?? .asRecipient(recipient))
+                                          authentication: accepted)
         }
         connection.close()
         done.wait()
@@ -142,10 +143,30 @@ struct TwoVaults {
 
     @Test func aTransferForAnotherVaultIsRefused() throws {
         let t = try TwoVaults(runtimeBytes: 1000)
-        let (received, _) = try t.run(senderAuth: .toRecipient(try X25519.PrivateKey().publicKey))
+        let (received, _) = try t.run(senderAuth: .toRecipient(try X25519.PrivateKey().publicKey, sender: t.source.recipientKey()))
         let error = try #require(throws: TransferError.self) { try received.get() }
         #expect(error.code == .keys)
         #expect(t.nothingVisible)
+    }
+
+    @Test func aSenderTheReceiverDoesNotAcceptIsRefusedAndRecordsNothing() throws {
+        let t = try TwoVaults(runtimeBytes: 1000)
+        let recipient = try t.destination.recipientKey()
+        let (received, sent) = try t.run(receiverAuth: .asRecipient(recipient, accepting: .only([try X25519.PrivateKey().publicKey])))
+        let error = try #require(throws: TransferError.self) { try received.get() }
+        #expect(error.code == .keys, "\(error)")
+        #expect(throws: TransferError.self) { try sent.get() }
+        #expect(t.nothingVisible)
+        #expect(try t.destination.status().trackedVMs == 0, "no rollback counter may be raised by an unaccepted sender")
+    }
+
+    @Test func aReceiverThatAcceptsAnySenderNamesTheSender() throws {
+        let t = try TwoVaults(runtimeBytes: 1000)
+        let recipient = try t.destination.recipientKey()
+        let stranger = try X25519.PrivateKey()
+        let (received, _) = try t.run(senderAuth: .toRecipient(recipient.publicKey, sender: stranger),
+                                      receiverAuth: .asRecipient(recipient, accepting: .anyone))
+        #expect(try received.get().sender == hexString(stranger.publicKey.rawRepresentation))
     }
 
     @Test(arguments: [
@@ -182,5 +203,32 @@ struct TwoVaults {
         #expect(report.resumedFrom == 64 << 20, "resumed from \(report.resumedFrom)")
         #expect(try t.receivedContent().runtime == t.runtime)
         print("transfer: resumed at \(report.resumedFrom >> 20) MiB after a cut at 100 MiB; the whole container verified")
+    }
+
+    /// The bytes kept from an interrupted session are checked against the sender's copy
+    /// (the prefix digest in FINAL): a changed byte in them is refused, the partial file
+    /// removed, and the next try starts from the beginning.
+    @Test func aResumeOverChangedKeptBytesIsRefusedAndStartsOver() throws {
+        let t = try TwoVaults(runtimeBytes: 100 << 20)
+        let (first, _) = try t.run(plan: [83: .cut])
+        #expect(throws: TransferError.self) { try first.get() }
+        let partials = try FileManager.default.contentsOfDirectory(atPath: t.dir.path).filter { $0.hasPrefix("received.state.partial-") && !$0.hasSuffix(".ack") && !$0.hasSuffix(".lock") }
+        let partial = t.dir.file(try #require(partials.first, "a partial file is kept"))
+        let file = try OpenFile(path: partial, mode: .readWrite)
+        var byte = try file.read(at: 5 << 20, count: 1)
+        byte[0] ^= 0x01
+        try file.write(byte, at: 5 << 20)
+        try file.sync()
+
+        let (second, _) = try t.run()
+        let error = try #require(throws: TransferError.self) { try second.get() }
+        #expect(error.code == .integrity, "\(error)")
+        #expect(t.nothingVisible)
+        #expect(!FileManager.default.fileExists(atPath: partial), "the changed partial file is removed")
+
+        let (third, _) = try t.run()
+        let report = try third.get()
+        #expect(report.resumedFrom == 0)
+        #expect(try t.receivedContent().runtime == t.runtime)
     }
 }

@@ -29,6 +29,9 @@ struct TransferVector: Codable {
         let mode: String
         let recipientPrivate: String?
         let recipientPublic: String?
+        /// Recipient mode: the sending vault's static (recipient) key pair.
+        let senderPrivate: String?
+        let senderPublic: String?
         let psk: String?
         let keyID: String
     }
@@ -46,7 +49,8 @@ struct TransferVector: Codable {
         let senderToReceiverKey: String
         let receiverToSenderKey: String
         let transferID: String
-        let fileSHA256: String
+        /// SHA-256 of the bytes the receiver already had (none: the hash of nothing).
+        let prefixSHA256: String
         let finalTranscript: String
     }
 
@@ -101,15 +105,16 @@ struct TransferVector: Codable {
         let sourceRoot: SecretBytes
         let receiverRoot: SecretBytes
         let recipient: X25519.PrivateKey?
+        let senderKey: X25519.PrivateKey?
         let psk: SecretBytes?
         let sender: FixedHandshake
         let receiver: FixedHandshake
 
         var senderAuthentication: TransferAuthentication {
-            if let recipient { .toRecipient(recipient.publicKey) } else { .presharedKey(psk!) }
+            if let recipient { .toRecipient(recipient.publicKey, sender: senderKey!) } else { .presharedKey(psk!) }
         }
         var receiverAuthentication: TransferAuthentication {
-            if let recipient { .asRecipient(recipient) } else { .presharedKey(psk!) }
+            if let recipient { .asRecipient(recipient, accepting: .only([senderKey!.publicKey])) } else { .presharedKey(psk!) }
         }
 
         /// The values the vector files were written with.
@@ -117,6 +122,7 @@ struct TransferVector: Codable {
             Inputs(
                 mode: mode, sourceRoot: SecretBytes(copying: sourceRoot), receiverRoot: SecretBytes(copying: sequence(from: 0x50)),
                 recipient: mode == "recipient" ? try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: sequence(from: 0x00))) : nil,
+                senderKey: mode == "recipient" ? try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: sequence(from: 0x20))) : nil,
                 psk: mode == "psk" ? SecretBytes(copying: sequence(from: 0x70)) : nil,
                 sender: FixedHandshake(ephemeral: try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: sequence(from: 0x90))),
                                        random: sequence(from: 0xb0)),
@@ -132,6 +138,8 @@ struct TransferVector: Codable {
             receiverRoot = SecretBytes(copying: try hex(v.receiverCommit.vaultRootKey))
             recipient = v.authentication.mode == "recipient"
                 ? try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: try hex(v.authentication.recipientPrivate))) : nil
+            senderKey = v.authentication.mode == "recipient"
+                ? try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: try hex(v.authentication.senderPrivate))) : nil
             psk = v.authentication.mode == "psk" ? SecretBytes(copying: try hex(v.authentication.psk)) : nil
             sender = FixedHandshake(ephemeral: try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: try hex(v.sender.ephemeralPrivate))),
                                     random: try hex(v.sender.random))
@@ -139,8 +147,9 @@ struct TransferVector: Codable {
                                       random: try hex(v.receiver.random))
         }
 
-        private init(mode: String, sourceRoot: SecretBytes, receiverRoot: SecretBytes, recipient: X25519.PrivateKey?, psk: SecretBytes?,
-                     sender: FixedHandshake, receiver: FixedHandshake) {
+        private init(mode: String, sourceRoot: SecretBytes, receiverRoot: SecretBytes, recipient: X25519.PrivateKey?,
+                     senderKey: X25519.PrivateKey?, psk: SecretBytes?, sender: FixedHandshake, receiver: FixedHandshake) {
+            self.senderKey = senderKey
             self.mode = mode
             self.sourceRoot = sourceRoot
             self.receiverRoot = receiverRoot
@@ -239,12 +248,14 @@ struct TransferVector: Codable {
                              containerID: hexString(source.containerID), generation: source.generation, dek: hexString(source.dek.unsafeCopyOfBytes())),
             authentication: .init(mode: inputs.mode, recipientPrivate: inputs.recipient.map { hexString($0.rawRepresentation.unsafeCopyOfBytes()) },
                                   recipientPublic: inputs.recipient.map { hexString($0.publicKey.rawRepresentation) },
+                                  senderPrivate: inputs.senderKey.map { hexString($0.rawRepresentation.unsafeCopyOfBytes()) },
+                                  senderPublic: inputs.senderKey.map { hexString($0.publicKey.rawRepresentation) },
                                   psk: inputs.psk.map { hexString($0.unsafeCopyOfBytes()) }, keyID: hexString(transcript.keyID)),
             sender: end(inputs.sender), receiver: end(inputs.receiver),
             derived: .init(firstSecret: hexString(transcript.firstSecret), ephemeralShared: hexString(transcript.ephemeralShared),
                            handshakeHash: hexString(transcript.handshakeHash), senderToReceiverKey: hexString(transcript.senderToReceiverKey),
                            receiverToSenderKey: hexString(transcript.receiverToSenderKey), transferID: hexString(source.transferID),
-                           fileSHA256: hexString(final.payload[8..<40]), finalTranscript: hexString(final.payload[40..<72])),
+                           prefixSHA256: hexString(final.payload[8..<40]), finalTranscript: hexString(final.payload[40..<72])),
             messages: messages,
             receiverCommit: .init(vaultRootKey: hexString(inputs.receiverRoot.unsafeCopyOfBytes()), generation: transcript.committedGeneration))
     }
@@ -271,7 +282,7 @@ struct TransferVector: Codable {
         #expect(derived.0.senderToReceiverKey == derived.1.senderToReceiverKey)
         #expect(derived.0.receiverToSenderKey == derived.1.receiverToSenderKey)
         #expect(derived.0.transferID == derived.1.transferID)
-        #expect(derived.0.fileSHA256 == derived.1.fileSHA256)
+        #expect(derived.0.prefixSHA256 == derived.1.prefixSHA256)
         #expect(derived.0.finalTranscript == derived.1.finalTranscript)
         #expect(recorded.receiverCommit.generation == vector.receiverCommit.generation)
         try #require(recorded.messages.count == vector.messages.count)

@@ -6,7 +6,7 @@ docs/FORMAT.md, docs/KEYS.md for the container it receives) on pyca/cryptography
 hashlib. For each vector it derives the keys from the fixed inputs, checks both hellos,
 opens every sender frame in order (header rules, sequence numbers, AES-256-GCM with the
 header as associated data), follows the receiver's states, checks the transcript and the
-file digest in FINAL, checks that the DEK in KEY unwraps from the container's vault slot
+prefix digest in FINAL, checks that the DEK in KEY unwraps from the container's vault slot
 and authenticates its last commit, and re-seals the receiver's ACK and DONE frames to
 compare them byte for byte.
 
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap_with_padding
 FORMATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "formats")
 
 # docs/TRANSFER.md §2.1, §3.1, §4.1
-HELLO_SIZE = 108
+HELLO_SIZE = 140
 MAGIC = b"GVTX"
 SENDER, RECEIVER = 1, 2
 MODES = {"recipient": 1, "psk": 2}
@@ -73,9 +73,12 @@ def parse_hello(b):
         raise Refused("protocolMismatch", "version")
     if b[6] not in (SENDER, RECEIVER) or b[7] not in (1, 2):
         raise Refused("protocolMismatch", "role or mode")
-    if b[104:108] != bytes(4):
+    if b[136:140] != bytes(4):
         raise Refused("protocolMismatch", "capabilities")
-    return {"role": b[6], "mode": b[7], "ephemeral": b[8:40], "random": b[40:72], "keyID": b[72:104]}
+    carries_sender_key = b[6] == SENDER and b[7] == 1
+    if carries_sender_key == (b[104:136] == bytes(32)):
+        raise Refused("protocolMismatch", "sender key field")
+    return {"role": b[6], "mode": b[7], "ephemeral": b[8:40], "random": b[40:72], "keyID": b[72:104], "senderKey": b[104:136]}
 
 
 def header(length, type_, sequence):
@@ -184,6 +187,10 @@ def check(path):
         r = h(a["recipientPrivate"])
         R = raw_public(X25519PrivateKey.from_private_bytes(r))
         assert R.hex() == a["recipientPublic"], "recipient public key"
+        s_priv = h(a["senderPrivate"])
+        S = raw_public(X25519PrivateKey.from_private_bytes(s_priv))
+        assert S.hex() == a["senderPublic"], "sender public key"
+        accepted = [S]  # the receiver's --from list
         key_id = hashlib.sha256(R).digest()
     else:
         psk = h(a["psk"])
@@ -192,7 +199,8 @@ def check(path):
     hello_s, hello_r = h(messages[0]["bytes"]), h(messages[1]["bytes"])
     assert messages[0]["direction"] == "sender->receiver" and messages[1]["direction"] == "receiver->sender"
     for hello, role, E, end in ((hello_s, SENDER, E_s, v["sender"]), (hello_r, RECEIVER, E_r, v["receiver"])):
-        expected = MAGIC + struct.pack(">HBB", 1, role, mode) + E + h(end["random"]) + key_id + bytes(4)
+        sender_field = S if (role == SENDER and mode == 1) else bytes(32)
+        expected = MAGIC + struct.pack(">HBB", 1, role, mode) + E + h(end["random"]) + key_id + sender_field + bytes(4)
         assert hello == expected, f"the {'sender' if role == SENDER else 'receiver'}'s hello"
     theirs = parse_hello(hello_s)
     if theirs["role"] == RECEIVER:
@@ -201,11 +209,13 @@ def check(path):
         raise Refused("keys", "mode")
     if not hmac.compare_digest(theirs["keyID"], key_id):
         raise Refused("keys", "key id")
+    if mode == 1 and theirs["senderKey"] not in accepted:
+        raise Refused("keys", "a sender this receiver does not accept")
 
     # §2.3, computed the receiver's way.
-    first = x25519(r, theirs["ephemeral"]) if mode == 1 else psk
+    first = x25519(r, theirs["ephemeral"]) + x25519(r, theirs["senderKey"]) if mode == 1 else psk
     if mode == 1:
-        assert first == x25519(e_s, R), "X25519(r, E_s) = X25519(e_s, R)"
+        assert first == x25519(e_s, R) + x25519(s_priv, R), "X25519(r, E_s) || X25519(r, S) = X25519(e_s, R) || X25519(s, R)"
     ee = x25519(e_r, theirs["ephemeral"])
     H = hashlib.sha256(hello_s + hello_r).digest()
     okm = HKDF(hashes.SHA256(), 64, salt=H, info=INFO).derive(first + ee)
@@ -272,9 +282,10 @@ def check(path):
                 raise Refused("integrity", "FINAL after a short file")
             if not hmac.compare_digest(payload[40:72], reader.transcript_before_last):
                 raise Refused("integrity", "transcript")
-            if not hmac.compare_digest(payload[8:40], hashlib.sha256(received).digest()):
-                raise Refused("integrity", "file digest")
-            assert payload[40:72].hex() == derived["finalTranscript"] and payload[8:40].hex() == derived["fileSHA256"]
+            # A new transfer: the receiver had no bytes before this session.
+            if not hmac.compare_digest(payload[8:40], hashlib.sha256(b"").digest()):
+                raise Refused("integrity", "prefix digest")
+            assert payload[40:72].hex() == derived["finalTranscript"] and payload[8:40].hex() == derived["prefixSHA256"]
             # §4.7: the container must be the one the manifest names, and open with the DEK.
             assert received == file, "the received bytes are the container file"
             facts = container_facts(received, dek, h(c["rootKey"]), h(v["receiverCommit"]["vaultRootKey"]))

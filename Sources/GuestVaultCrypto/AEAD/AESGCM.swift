@@ -163,6 +163,20 @@ public final class AESGCMContext {
         }
     }
 
+    /// Checks the tag stored right after `count` bytes of `buffer` from `start` and
+    /// decrypts those bytes in place. On failure they are zeroed. No allocation.
+    public func open(rangeOf buffer: inout [UInt8], start: Int, count: Int, nonce: [UInt8], authenticating aad: [UInt8] = []) throws {
+        guard start >= 0, count >= 0, buffer.count >= start + count + AESGCM.tagByteCount else {
+            throw CryptoError(.truncatedInput, operation: "AES-256-GCM open",
+                              reason: "a buffer of \(buffer.count) bytes cannot hold \(count) bytes at \(start) and a tag")
+        }
+        try buffer.withUnsafeMutableBytes { io in
+            let body = UnsafeMutableRawBufferPointer(rebasing: io[start..<(start + count)])
+            let tag = UnsafeRawBufferPointer(rebasing: io[(start + count)..<(start + count + AESGCM.tagByteCount)])
+            try rawOpen(nonce: nonce, aad: aad, input: UnsafeRawBufferPointer(body), tag: tag, output: body)
+        }
+    }
+
     /// Decrypts `buffer` in place after checking `tag`. On failure the buffer is zeroed
     /// (no unauthenticated plaintext is left behind) and the error is thrown.
     public func open(inPlace buffer: inout [UInt8], tag: [UInt8], nonce: [UInt8], authenticating aad: [UInt8] = []) throws {

@@ -118,18 +118,19 @@ struct Demo: ParsableCommand {
             let listener = try StreamSocket.listen(.tcp(host: "127.0.0.1", port: 0))
             let port = listener.localPort!
             let recipient = try vaultB.recipientKey()
+            let senderKey = try vaultA.recipientKey()
             let received = Mutex<Result<ContainerTransfer.Report, any Error>?>(nil)
             let done = DispatchSemaphore(value: 0)
             Thread.detachNewThread {
                 let result = Result<ContainerTransfer.Report, any Error> {
                     let connection = try listener.accept()
-                    return try ContainerTransfer.receive(over: connection, into: receivedPath, vault: vaultB, authentication: .asRecipient(recipient))
+                    return try ContainerTransfer.receive(over: connection, into: receivedPath, vault: vaultB, authentication: .asRecipient(recipient, accepting: .only([senderKey.publicKey])))
                 }
                 received.withLock { $0 = result }
                 done.signal()
             }
             let socket = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: port))
-            let sent = try ContainerTransfer.send(containerAt: statePath, vault: vaultA, over: socket, authentication: .toRecipient(recipient.publicKey))
+            let sent = try ContainerTransfer.send(containerAt: statePath, vault: vaultA, over: socket, authentication: .toRecipient(recipient.publicKey, sender: senderKey))
             done.wait()
             let report = try received.withLock { try $0!.get() }
             _ = sent

@@ -10,6 +10,13 @@ struct TransferKeyOptions: ParsableArguments {
     @Option(help: ArgumentHelp("A migration key both vaults hold: a file of at least 32 bytes (mode 0600). Authenticates both ends.", valueName: "file"))
     var pskFile: String?
 
+    @Option(help: ArgumentHelp("Give up when the peer sends or takes nothing for this many seconds (0: wait forever).", valueName: "seconds"))
+    var timeout: Double = 60
+
+    func validate() throws {
+        guard timeout >= 0, timeout.isFinite else { throw ValidationError("--timeout must be 0 or a positive number of seconds") }
+    }
+
     func presharedKey() throws -> SecretBytes? {
         guard let pskFile else { return nil }
         let key = try readSecretFile(pskFile, what: "migration key")
@@ -24,9 +31,10 @@ struct Send: ParsableCommand {
         discussion: """
             The container moves as it is sealed, with its key inside the encrypted session so
             the receiving vault can wrap it for itself. Authenticate the destination with its
-            recipient key (printed there by `guestvault vault recipient`), or both ends with a
-            migration key file both hosts hold. An interrupted send resumes where the
-            receiver last acknowledged when run again.
+            recipient key (printed there by `guestvault vault recipient`); this vault's own
+            recipient key proves to the receiver who sends (give it to the receiver's --from).
+            Or authenticate both ends with a migration key file both hosts hold. An
+            interrupted send resumes where the receiver last acknowledged when run again.
 
             Examples:
               guestvault send --vault DIR vm1.state --to tcp:10.0.0.2:7420 --recipient 3f5c…
@@ -50,19 +58,20 @@ struct Send: ParsableCommand {
 
     func run() throws {
         guard let address = StreamSocket.Address(to) else { throw ValidationError("--to \(to) is not tcp:HOST:PORT or unix:PATH") }
+        let keyVault = try vault.open()
         let authentication: TransferAuthentication
         if let psk = try keys.presharedKey() {
             guard recipient == nil else { throw ValidationError("give --recipient or --psk-file, not both") }
             authentication = .presharedKey(psk)
         } else if let recipient {
-            guard let bytes = bytes(fromHex: recipient), bytes.count == 32 else { throw ValidationError("--recipient must be 64 hex digits") }
-            authentication = .toRecipient(try X25519.PublicKey(rawRepresentation: bytes))
+            authentication = .toRecipient(try parseRecipientKey(recipient, option: "--recipient"), sender: try keyVault.recipientKey())
         } else {
             throw ValidationError("say who may receive: --recipient KEY (from `guestvault vault recipient` on the destination) or --psk-file F")
         }
         let socket = try StreamSocket.connect(address)
+        try socket.setTimeout(seconds: keys.timeout)
         let bar = ProgressBar(label: "send")
-        let report = try ContainerTransfer.send(containerAt: state, vault: vault.open(), over: socket, authentication: authentication,
+        let report = try ContainerTransfer.send(containerAt: state, vault: keyVault, over: socket, authentication: authentication,
                                                 progress: { bar.update($0) })
         bar.finish()
         if json { try printJSON(report) } else {
@@ -81,8 +90,14 @@ struct Receive: ParsableCommand {
             place as STATE. Until then nothing appears at STATE; an interrupted transfer
             leaves STATE.partial-* for the sender's retry to resume.
 
+            With recipient keys, say whose transfers to accept: --from with the sending
+            vault's `guestvault vault recipient` key (repeatable). --from-any accepts any
+            sender; then whoever reaches the listener first can place a container here and
+            raise this vault's rollback counter for the VM it names. A migration key file
+            (--psk-file) authenticates both ends instead.
+
             Examples:
-              guestvault receive --vault DIR --listen tcp:0.0.0.0:7420 vm1.state
+              guestvault receive --vault DIR --listen tcp:0.0.0.0:7420 --from 9a41… vm1.state
               guestvault receive --vault DIR --listen tcp:127.0.0.1:7420 --psk-file /root/migration.key vm1.state
             """)
 
@@ -91,6 +106,15 @@ struct Receive: ParsableCommand {
 
     @Option(help: ArgumentHelp("Where to listen: tcp:HOST:PORT or unix:PATH.", valueName: "address"))
     var listen: String
+
+    @Option(help: ArgumentHelp("A sending vault's recipient public key (64 hex digits) whose transfers to accept; repeat for more.", valueName: "hex"))
+    var from: [String] = []
+
+    @Flag(help: "Accept a transfer from any sender (recipient-key mode; see above).")
+    var fromAny = false
+
+    @Option(help: ArgumentHelp("Refuse a container larger than this many GiB.", valueName: "GiB"))
+    var maxSize: UInt64 = ContainerTransfer.defaultMaximumBytes >> 30
 
     @Argument(help: ArgumentHelp("Where the received container goes (must not exist).", valueName: "state"))
     var state: String
@@ -102,18 +126,42 @@ struct Receive: ParsableCommand {
         guard let address = StreamSocket.Address(listen) else { throw ValidationError("--listen \(listen) is not tcp:HOST:PORT or unix:PATH") }
         let keyVault = try vault.open()
         let authentication: TransferAuthentication
-        if let psk = try keys.presharedKey() { authentication = .presharedKey(psk) } else { authentication = .asRecipient(try keyVault.recipientKey()) }
+        if let psk = try keys.presharedKey() {
+            guard from.isEmpty, !fromAny else { throw ValidationError("--psk-file authenticates the sender already; drop --from/--from-any") }
+            authentication = .presharedKey(psk)
+        } else {
+            let accepted: AcceptedSenders
+            switch (from.isEmpty, fromAny) {
+            case (false, false): accepted = .only(try from.map { try parseRecipientKey($0, option: "--from") })
+            case (true, true): accepted = .anyone
+            case (false, true): throw ValidationError("give --from KEY or --from-any, not both")
+            case (true, false):
+                throw ValidationError("say whose transfers to accept: --from KEY (the sending vault's `guestvault vault recipient`), --from-any, or --psk-file F")
+            }
+            authentication = .asRecipient(try keyVault.recipientKey(), accepting: accepted)
+        }
+        guard maxSize >= 1, maxSize <= (1 << 33) else { throw ValidationError("--max-size must be 1 to \(1 << 33) GiB") }
         let listener = try StreamSocket.listen(address)
         let connection = try listener.accept()
         listener.close()
+        try connection.setTimeout(seconds: keys.timeout)
         let bar = ProgressBar(label: "receive")
         let report = try ContainerTransfer.receive(over: connection, into: state, vault: keyVault, authentication: authentication,
-                                                   progress: { bar.update($0) })
+                                                   maximumBytes: maxSize << 30, progress: { bar.update($0) })
         bar.finish()
         if json { try printJSON(report) } else {
-            print("Received \(state) (VM \(report.vm.uuidString.lowercased())), \(formatBytes(report.bytes)) in \(String(format: "%.2f", report.seconds)) s; committed generation \(report.generation)")
+            let sender = report.sender.map { ", from vault key \($0.prefix(16))…" } ?? ""
+            print("Received \(state) (VM \(report.vm.uuidString.lowercased()))\(sender), \(formatBytes(report.bytes)) in \(String(format: "%.2f", report.seconds)) s; committed generation \(report.generation)")
         }
     }
+}
+
+/// An X25519 public key given as 64 hex digits.
+func parseRecipientKey(_ text: String, option: String) throws -> X25519.PublicKey {
+    guard let bytes = bytes(fromHex: text), bytes.count == 32 else {
+        throw ValidationError("\(option) must be a recipient key of 64 hex digits (from `guestvault vault recipient`), not '\(text.prefix(80))'")
+    }
+    return try X25519.PublicKey(rawRepresentation: bytes)
 }
 
 /// A progress bar on standard error when it is a terminal; silent otherwise.

@@ -107,7 +107,12 @@ struct VaultCommand: ParsableCommand {
     struct Recipient: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the vault's X25519 recipient public key (hex), creating it on first use.",
-            discussion: "Give this key to another host's `guestvault send --recipient` so state can be sent to this vault, or add it as a recovery slot.")
+            discussion: """
+                The vault's transfer identity. Give it to a sending host's `guestvault send \\
+                --recipient` so state can be sent to this vault, and to a receiving host's \\
+                `guestvault receive --from` so that host accepts state this vault sends. Or add it
+                to a container as a recovery slot.
+                """)
 
         @OptionGroup var vault: VaultOptions
 
