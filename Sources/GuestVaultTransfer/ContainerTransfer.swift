@@ -67,6 +67,12 @@ public enum ContainerTransfer {
 
         let (type, ack) = try secure.receive()
         if type == .error { throw TransferError(.peer, "the receiver refused: \(String(decoding: ack, as: UTF8.self))") }
+        if type == .done, ack.count == 8 {
+            // The receiver has this container already (an earlier try committed it but
+            // its DONE was lost): nothing to send.
+            return Report(vm: container.vm, generation: uint64(ack[...]), bytes: 0, resumedFrom: length,
+                          seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, sender: secure.senderKey.map { hexString($0) })
+        }
         guard type == .ack, ack.count == 8 else { throw TransferError(.unexpectedFrame, "expected the receiver's acknowledgement, got \(type)") }
         let resumeFrom = uint64(ack[...])
         guard resumeFrom <= length else { throw TransferError(.unexpectedFrame, "the receiver asks to resume at \(resumeFrom), past the end \(length)") }
@@ -148,10 +154,13 @@ public enum ContainerTransfer {
 
     // MARK: Receiving
 
-    /// Receives one container over `channel` into `destination` (which must not exist).
-    /// Nothing appears at `destination` until the final frame has verified; then the
-    /// container is given a slot for `vault` (if it has none), committed, and renamed into
-    /// place. A broken transfer leaves `destination.partial-<id>` for a resumed retry.
+    /// Receives one container over `channel` into `destination`, which must not exist —
+    /// unless it holds this very container already (same container id, at the sent
+    /// generation or later: an earlier try committed it and its DONE was lost); then the
+    /// receiver answers DONE at once. Nothing appears at `destination` until the final
+    /// frame has verified; then the container is given a slot for `vault` (if it has
+    /// none), committed, and renamed into place. A broken transfer leaves
+    /// `destination.partial-<id>` for a resumed retry.
     /// A container longer than `maximumBytes`, or than the free space, is refused before
     /// any of it is written.
     public static func receive(
@@ -169,9 +178,6 @@ public enum ContainerTransfer {
         progress: ((Progress) -> Void)?, handshake: FixedHandshake?, observer: ((TransferFrameEvent) -> Void)?
     ) throws -> Report {
         let start = DispatchTime.now().uptimeNanoseconds
-        if FileSystem.exists(destination) {
-            throw TransferError(.io, "\(destination) already exists; nothing was received")
-        }
         let secure = try SecureChannel.establish(over: channel, role: .receiver, authentication: authentication,
                                                  ephemeral: handshake?.ephemeral, random: handshake?.random)
         secure.observer = observer
@@ -216,6 +222,16 @@ public enum ContainerTransfer {
         guard length >= 4096 else { throw TransferError(.unexpectedFrame, "a container of \(length) bytes is too short") }
         guard length <= maximumBytes else {
             throw TransferError(.tooLarge, "the sender announces a container of \(length) bytes; this receiver accepts at most \(maximumBytes)")
+        }
+        if FileSystem.exists(destination) {
+            // Only this very container, committed by an earlier try, is an answer.
+            if let existing = try? GuestStateContainer.open(at: destination), existing.vm == vm,
+               existing.info.containerID == expected.containerID, existing.generation >= expected.generation {
+                try secure.send(.done, bigEndian64(existing.generation))
+                return Report(vm: vm, generation: existing.generation, bytes: 0, resumedFrom: length,
+                              seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, sender: secure.senderKey.map { hexString($0) })
+            }
+            throw TransferError(.io, "\(destination) already exists and holds another container; nothing was received")
         }
 
         let partial = "\(destination).partial-\(hexString(transferID))"

@@ -149,6 +149,25 @@ struct TwoVaults {
         #expect(t.nothingVisible)
     }
 
+    /// A retry after a lost DONE finds the container committed and succeeds without
+    /// sending it again; another container is not put over an existing one.
+    @Test func aRetryOfACommittedTransferSucceedsAndAnotherContainerIsRefused() throws {
+        let t = try TwoVaults(runtimeBytes: 1000)
+        let (first, _) = try t.run()
+        let committed = try first.get().generation
+        let (again, sentAgain) = try t.run()
+        #expect(try again.get().generation == committed && again.get().bytes == 0)
+        #expect(try sentAgain.get().generation == committed && sentAgain.get().bytes == 0)
+
+        let other = try TwoVaults(runtimeBytes: 1000)
+        try FileManager.default.copyItem(atPath: t.destinationState, toPath: other.destinationState)
+        let (refused, sent) = try other.run()
+        let error = try #require(throws: TransferError.self) { try refused.get() }
+        #expect(error.code == .io, "\(error)")
+        let senderError = try #require(throws: TransferError.self) { try sent.get() }
+        #expect(senderError.code == .peer && !senderError.reason.contains("/"), "\(senderError)")
+    }
+
     @Test func aSenderTheReceiverDoesNotAcceptIsRefusedAndRecordsNothing() throws {
         let t = try TwoVaults(runtimeBytes: 1000)
         let recipient = try t.destination.recipientKey()

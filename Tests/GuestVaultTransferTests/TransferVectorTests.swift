@@ -267,6 +267,33 @@ struct TransferVector: Codable {
 
     // MARK: Checking
 
+    /// Vectors/tools/check_transfer_vectors.py, a receiver written from docs/TRANSFER.md
+    /// on pyca/cryptography, takes both vectors: the document, the vectors and this code
+    /// agree.
+    @Test func theIndependentReaderWrittenFromTheDocsChecksTheVectors() throws {
+        let python = ["/usr/bin/python3", "/usr/local/bin/python3"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let python else {
+            print("SKIPPED: no python3 on this machine (scripts/deps.sh --tests installs it); the transfer vectors were not checked by the Python reader")
+            return
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = [Self.packageRoot.appendingPathComponent("Vectors/tools/check_transfer_vectors.py").path]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        if process.terminationStatus != 0 && text.contains("No module named 'cryptography'") {
+            print("SKIPPED: python3 has no pyca/cryptography (scripts/deps.sh --tests installs python3-cryptography)")
+            return
+        }
+        #expect(process.terminationStatus == 0, "check_transfer_vectors.py:\n\(text)")
+        #expect(text.contains("2 of 2 transfer vectors check"), "\(text)")
+        print("transfer vectors: \(text.split(separator: "\n").last ?? "")")
+    }
+
     @Test(arguments: modes)
     func theCodeStillProducesEveryByteOfTheVector(_ mode: String) throws {
         let vector = try Self.load(mode)
