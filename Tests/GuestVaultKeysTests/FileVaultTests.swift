@@ -21,6 +21,27 @@ import Testing
         #expect(counterFiles.count == 1 && mode(of: "\(path)/counters/\(counterFiles[0])") == 0o600)
     }
 
+    /// Two openings of one vault (two processes: a long-running `serve`, a `put`): each
+    /// sees what the other recorded, and neither overwrites the other's newest record.
+    @Test func countersAreReadFromTheFileNotFromAnOldCopy() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("vault")
+        let first = try KeyVault.createFileVault(at: path)
+        let second = try KeyVault.open(at: path)
+        let vm = UUID()
+        try first.counters.record(vm: vm, generation: 3)
+        #expect(try second.counters.latest(vm: vm) == 3)
+        #expect(try first.counters.latest(vm: vm) == 3)
+        try second.counters.record(vm: vm, generation: 7)
+        #expect(try first.counters.check(vm: vm, generation: 5) == .rollback(latest: 7), "the first opening saw 3; the file says 7")
+        try first.counters.record(vm: vm, generation: 8)
+        #expect(try KeyVault.open(at: path).counters.latest(vm: vm) == 8)
+        try second.counters.record(vm: vm, generation: 9)
+        try first.counters.record(vm: vm, generation: 10)
+        // Both records are valid and the newest is 10: no write went over the newest.
+        #expect(try KeyVault.open(at: path).counters.latest(vm: vm) == 10)
+    }
+
     @Test func kekMatchesSoftwareKDFOfTheRootKey() throws {
         let dir = TemporaryDirectory()
         let path = dir.file("vault")

@@ -54,14 +54,23 @@ public final class RollbackCounters: Sendable {
         FileSystem.join(directory, vm.uuidString.lowercased() + ".gen")
     }
 
-    /// The highest generation recorded for `vm`, or nil if none.
+    /// The highest generation recorded for `vm`, or nil if none. Read from the file
+    /// every time: another process (a `put` between two runs of `serve`) may have raised
+    /// it since this one last looked.
     public func latest(vm: UUID) throws -> UInt64? {
-        try open.withLock { entries in
-            if let entry = entries[vm] { return entry.generation }
-            guard let entry = try load(vm) else { return nil }
-            entries[vm] = entry
-            return entry.generation
+        try open.withLock { entries in try current(vm, in: &entries)?.generation }
+    }
+
+    /// The counter's entry as the file holds it now (the open file is kept).
+    private func current(_ vm: UUID, in entries: inout [UUID: Entry]) throws -> Entry? {
+        if let existing = entries[vm] {
+            let fresh = try read(existing.file, vm: vm)
+            entries[vm] = fresh
+            return fresh
         }
+        guard let loaded = try load(vm) else { return nil }
+        entries[vm] = loaded
+        return loaded
     }
 
     /// Whether `generation` is current for `vm`: not older than the vault has seen.
@@ -78,14 +87,9 @@ public final class RollbackCounters: Sendable {
             throw VaultError(.io, subject: directory, reason: "a deferred rollback counter sync failed: \(failure)")
         }
         let file: OpenFile? = try open.withLock { entries -> OpenFile? in
-            var entry: Entry
-            if let existing = entries[vm] {
-                entry = existing
-            } else if let loaded = try load(vm) {
-                entry = loaded
-            } else {
-                entry = try createFile(vm)
-            }
+            // Re-read, so a record another process wrote since is neither missed nor
+            // overwritten (the next write goes to the other record than the newest).
+            var entry = try current(vm, in: &entries) ?? createFile(vm)
             if generation <= entry.generation && entry.sequence > 0 {
                 entries[vm] = entry
                 return nil
@@ -95,7 +99,11 @@ public final class RollbackCounters: Sendable {
             let offset = Int64((sequence % 2) * UInt64(Self.recordCount))
             do {
                 try entry.file.write(record, at: offset)
-                if durability == .immediate { try entry.file.syncData() }
+                CrashPoint.reached(.afterCounterWrite)
+                if durability == .immediate {
+                    try entry.file.syncData()
+                    CrashPoint.reached(.afterCounterSync)
+                }
             } catch {
                 entries[vm] = nil
                 throw VaultError(.io, subject: entry.file.path, reason: "could not record generation \(generation): \(error)")
@@ -115,6 +123,7 @@ public final class RollbackCounters: Sendable {
             syncState.withLock { _ = $0.scheduled.remove(file.path) }
             do {
                 try file.syncData()
+                CrashPoint.reached(.afterCounterSync)
             } catch {
                 syncState.withLock { $0.error = $0.error ?? "\(error)" }
             }
@@ -150,7 +159,16 @@ public final class RollbackCounters: Sendable {
         } catch {
             throw VaultError(.io, subject: path, reason: "could not open the rollback counter: \(error)")
         }
-        let bytes = try file.read(at: 0, count: 2 * Self.recordCount + 1)
+        return try read(file, vm: vm)
+    }
+
+    /// Both records of an open counter file; the newest that verifies wins.
+    private func read(_ file: OpenFile, vm: UUID) throws -> Entry {
+        let path = file.path
+        let bytes: [UInt8]
+        do { bytes = try file.read(at: 0, count: 2 * Self.recordCount + 1) } catch {
+            throw VaultError(.io, subject: path, reason: "could not read the rollback counter: \(error)")
+        }
         guard bytes.count == 2 * Self.recordCount else {
             throw VaultError(.corrupt, subject: path, reason: "rollback counter file is \(bytes.count) bytes, expected \(2 * Self.recordCount)")
         }

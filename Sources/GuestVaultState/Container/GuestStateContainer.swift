@@ -64,6 +64,7 @@ public final class GuestStateContainer {
     /// Opens an existing container. `.readWrite` takes the writer lock.
     public static func open(at path: String, access: Access = .readOnly) throws -> GuestStateContainer {
         let lock = access == .readWrite ? try ContainerLock(containerPath: path) : nil
+        if lock != nil { removeUnfinishedRewrites(of: path) }
         let file: OpenFile
         do {
             file = try OpenFile(path: path, mode: access == .readWrite ? .readWrite : .readOnly)
@@ -78,6 +79,21 @@ public final class GuestStateContainer {
             try container.clearTail()
         }
         return container
+    }
+
+    /// Removes `STATE.compact-PID` files that a writer killed during compaction or DEK
+    /// rotation left behind (the rename never happened, so the container is whole
+    /// without them). Only the holder of the writer lock makes such files, and the
+    /// caller holds it now.
+    private static func removeUnfinishedRewrites(of path: String) {
+        let directory = FileSystem.parentDirectory(of: path)
+        let prefix = (path as NSString).lastPathComponent + ".compact-"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where name.hasPrefix(prefix) {
+            let pid = name.dropFirst(prefix.count)
+            guard !pid.isEmpty, pid.allSatisfy(\.isASCII), pid.allSatisfy(\.isNumber) else { continue }
+            try? FileSystem.removeFile(FileSystem.join(directory, name))
+        }
     }
 
     /// Creates a new container for `vm` at `path` (which must not exist), with a random
@@ -551,7 +567,9 @@ public final class GuestStateContainer {
                 try file.syncData()
             }
             try file.write(bytes, at: offset)
+            CrashPoint.reached(.afterRecordWrite)
             try file.syncData()
+            CrashPoint.reached(.afterRecordSync)
         } catch {
             throw ContainerError(.io, subject: path, reason: "commit failed: \(error)")
         }
@@ -679,7 +697,9 @@ public final class GuestStateContainer {
                                                keys: keys, superblockBytes: scan.superblockBytes)
             try out.write(commit + [UInt8](repeating: 0, count: Int(Self.preallocationStep)), at: cursor)
             try out.sync()
+            CrashPoint.reached(.afterRewriteSync)
             try FileSystem.rename(temporary, to: path)
+            CrashPoint.reached(.afterRewriteRename)
             try FileSystem.syncDirectory(FileSystem.parentDirectory(of: path))
         } catch {
             try? FileSystem.removeFile(temporary)
