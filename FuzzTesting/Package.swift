@@ -55,6 +55,13 @@ let package = Package(
         fuzzTarget("FuzzDataChannel", [
             .product(name: "GuestVaultTPM", package: "GuestVault"),
         ]),
+        fuzzTarget("FuzzTransferReceiver", [
+            .product(name: "GuestVaultTransfer", package: "GuestVault"),
+            .product(name: "GuestVaultTransferTesting", package: "GuestVault"),
+            .product(name: "GuestVaultState", package: "GuestVault"),
+            .product(name: "GuestVaultKeys", package: "GuestVault"),
+            .product(name: "GuestVaultCrypto", package: "GuestVault"),
+        ]),
         fuzzTarget("FuzzSwtpmStateFile", [
             .product(name: "GuestVaultTPM", package: "GuestVault"),
             .product(name: "GuestVaultCrypto", package: "GuestVault"),

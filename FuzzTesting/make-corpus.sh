@@ -10,6 +10,9 @@
 #   FuzzDataChannel      TPM commands, raw and in the TPM_SEND_COMMAND form
 #   FuzzSwtpmStateFile   every swtpm layout, plain and with the target's fixed keys, by
 #                        the target itself
+#   FuzzTransferReceiver step scripts of a sender of Vectors/formats/containers/basic.state
+#                        (well-formed, in pieces, out of order, cut, literal frames), by
+#                        the target itself
 # The channel seeds start with the receive-size byte (Sources/FuzzSupport/Receives.swift):
 # 00 sends the stream in one receive.
 # Seeds are a few KB each. Re-running replaces the seed-* files; it needs jq and xxd.
@@ -31,14 +34,14 @@ seed() {
     echo "$3" | tr -d ' \n' | xxd -r -p > "Corpus/$1/seed-$2"
 }
 
-targets=(FuzzContainerReader FuzzStreamReader FuzzSlotList FuzzControlChannel FuzzDataChannel FuzzSwtpmStateFile)
+targets=(FuzzContainerReader FuzzStreamReader FuzzSlotList FuzzControlChannel FuzzDataChannel FuzzSwtpmStateFile FuzzTransferReceiver)
 for target in "${targets[@]}"; do
     mkdir -p "Corpus/$target"
     rm -f "Corpus/$target"/seed-*
 done
 
 # Containers, the stream header, swtpm files: written by the targets themselves.
-for target in FuzzContainerReader FuzzStreamReader FuzzSwtpmStateFile; do
+for target in FuzzContainerReader FuzzStreamReader FuzzSwtpmStateFile FuzzTransferReceiver; do
     TMPDIR="$work" SWIFT_BACKTRACE=enable=no GUESTVAULT_FUZZ_MAKE_SEEDS="Corpus/$target" timeout 300 "$bin/$target"
 done
 

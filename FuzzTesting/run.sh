@@ -24,6 +24,7 @@ readonly ALL_TARGETS=(
     FuzzControlChannel:8192
     FuzzDataChannel:8192
     FuzzSwtpmStateFile:4096
+    FuzzTransferReceiver:8192
 )
 # Read-only seed directories used besides Corpus/<Target>/ (relative to FuzzTesting/).
 extra_seeds() {

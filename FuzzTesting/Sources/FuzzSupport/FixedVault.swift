@@ -15,7 +15,7 @@ public enum FixedVault {
     /// The vault of the key vectors.
     public static let keyVectors: KeyVault = make("key-vector-vault", rootKey: keyVectorRootKey)
 
-    static func make(_ name: String, rootKey: [UInt8]) -> KeyVault {
+    public static func make(_ name: String, rootKey: [UInt8]) -> KeyVault {
         do {
             return try KeyVault.createFileVault(at: FuzzWorkspace.file(name), importing: SecretBytes(copying: rootKey))
         } catch {
