@@ -73,6 +73,11 @@ public final class OpenFile: @unchecked Sendable {
     /// Makes written data durable (data and the size, not other metadata).
     public func syncData() throws { try Syscalls.fdatasync(fd, path: path) }
 
+    /// Asks the kernel to start writing `count` bytes from `offset` to the disk now,
+    /// without waiting, so that a later ``syncData()`` has less left to do. Not a
+    /// durability guarantee.
+    public func startWriteback(at offset: Int64, count: Int64) { Syscalls.startWriteback(fd, offset: offset, count: count) }
+
     /// Makes data and all metadata durable.
     public func sync() throws { try Syscalls.fsync(fd, path: path) }
 

@@ -61,6 +61,14 @@ enum Syscalls {
         if retrying({ Glibc.fdatasync(fd) }) != 0 { throw SystemError("fdatasync", path: path, errno: errno) }
     }
 
+    /// Starts writeback of a byte range without waiting for it: on Linux,
+    /// POSIX_FADV_DONTNEED starts writing dirty pages of the range and drops the clean
+    /// ones (sync_file_range is not in Swift's Glibc module). Durability still needs
+    /// fdatasync; this only lets the disk start earlier. A failure is ignored: a hint.
+    static func startWriteback(_ fd: Int32, offset: Int64, count: Int64) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_DONTNEED)
+    }
+
     static func fstat(_ fd: Int32, path: String) throws -> Glibc.stat {
         var info = Glibc.stat()
         if Glibc.fstat(fd, &info) != 0 { throw SystemError("stat", path: path, errno: errno) }

@@ -28,6 +28,7 @@ public enum ContainerTransfer {
 
     static let dataChunk = 1 << 20
     static let ackEvery: UInt64 = 64 << 20
+    static let writebackEvery: UInt64 = 8 << 20
     /// The largest container a receiver accepts unless told otherwise (1 TiB).
     public static let defaultMaximumBytes: UInt64 = 1 << 40
 
@@ -288,6 +289,7 @@ public enum ContainerTransfer {
         var offset = have
         var sinceAck: UInt64 = 0
         var sinceReport: UInt64 = 0
+        var sinceWriteback: UInt64 = 0
         while true {
             let frame = try secure.receiveInPlace()
             switch frame.type {
@@ -303,6 +305,13 @@ public enum ContainerTransfer {
                 offset += count
                 sinceAck += count
                 sinceReport += count
+                sinceWriteback += count
+                if sinceWriteback >= writebackEvery {
+                    // Let the disk work while more arrives, so the sync before the next
+                    // ACK finds little left to write.
+                    file.startWriteback(at: Int64(offset - sinceWriteback), count: Int64(sinceWriteback))
+                    sinceWriteback = 0
+                }
                 if sinceAck >= ackEvery {
                     // Durable before acknowledged: a retry resumes from here.
                     do {

@@ -44,7 +44,7 @@ struct LiveMigrationTests {
             p.standardError = FileHandle.nullDevice
             try p.run()
             process = p
-            for _ in 0..<500 where !FileManager.default.fileExists(atPath: socket) { usleep(10_000) }
+            waitUntil { FileManager.default.fileExists(atPath: socket) }
         }
 
         /// Stores the volatile state and stops the server.
@@ -81,7 +81,7 @@ struct LiveMigrationTests {
                 p.standardError = FileHandle.nullDevice
                 try p.run()
                 defer { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
-                for _ in 0..<500 where (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port + 1))) == nil { usleep(10_000) }
+                waitUntil { (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port + 1))) != nil }
                 try body(["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"])
             }
         }
@@ -104,7 +104,7 @@ struct LiveMigrationTests {
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()
-            for _ in 0..<500 where !FileManager.default.fileExists(atPath: monitor) { usleep(10_000) }
+            waitUntil { FileManager.default.fileExists(atPath: monitor) }
         }
 
         /// Sends one HMP command and returns what the monitor printed (up to the prompt
@@ -196,7 +196,7 @@ struct LiveMigrationTests {
                 receiver.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
                 receiver.arguments = ["receive", "--vault", to.vault, "--listen", listen, "--from", senderKey, to.state]
                 try receiver.run()
-                for _ in 0..<500 where !FileManager.default.fileExists(atPath: dir.file("transfer.sock")) { usleep(10_000) }
+                waitUntil { FileManager.default.fileExists(atPath: dir.file("transfer.sock")) }
                 let sent = try Run.guestvault(["send", "--vault", from.vault, from.state, "--to", listen, "--recipient", recipient])
                 #expect(sent.status == 0, "\(sent.stderr)")
                 receiver.waitUntilExit()

@@ -19,7 +19,7 @@ struct QEMUTests {
         serve.standardError = serveLog
         try serve.run()
         defer { if serve.isRunning { kill(serve.processIdentifier, SIGKILL) } }
-        for _ in 0..<500 where !FileManager.default.fileExists(atPath: socket) { usleep(10_000) }
+        waitUntil { FileManager.default.fileExists(atPath: socket) }
 
         let qemu = Process()
         qemu.executableURL = URL(fileURLWithPath: Run.which("qemu-system-x86_64")!)

@@ -18,6 +18,14 @@ struct BenchmarkCommand: ParsableCommand {
             command-line tool installed, `openssl speed -evp aes-256-gcm` (16 KiB blocks) is
             run too and each throughput is shown as a ratio to it.
 
+            --transfer sends a container holding one --transfer-mib entry (1 GiB) from
+            `guestvault send` to `guestvault receive` over loopback TCP into --dir, after one
+            warm-up round, and shows the median end-to-end rate next to a plain durable
+            write of the same bytes there (fdatasync every 64 MiB, as the receiver does).
+            Examples:
+              guestvault benchmark --transfer-only --dir /var/lib/guestvault
+              guestvault benchmark --transfer-only --dir /dev/shm --rounds 9
+
             Build with `swift build -c release` for meaningful figures.
             """)
 
@@ -48,6 +56,18 @@ struct BenchmarkCommand: ParsableCommand {
     @Flag(help: "Only the vTPM measurements (implies --tpm).")
     var tpmOnly = false
 
+    @Flag(help: "Also measure a container transfer over loopback TCP into --dir, next to a plain durable write of the same bytes there.")
+    var transfer = false
+
+    @Flag(help: "Only the transfer measurement (implies --transfer).")
+    var transferOnly = false
+
+    @Option(name: .customLong("transfer-mib"), help: ArgumentHelp("Size of the transferred entry, in MiB.", valueName: "mib"))
+    var transferMiB: Int = 1024
+
+    @Option(help: ArgumentHelp("Transfer rounds (the median is reported).", valueName: "n"))
+    var rounds: Int = 3
+
     struct Row: Codable {
         let name: String
         let operationsPerSecond: Double?
@@ -65,12 +85,17 @@ struct BenchmarkCommand: ParsableCommand {
     func validate() throws {
         guard streamMiB >= 16 else { throw ValidationError("--stream-mib must be at least 16") }
         guard seconds > 0, commits >= 10 else { throw ValidationError("--seconds must be positive and --commits at least 10") }
+        guard transferMiB >= 1, rounds >= 1 else { throw ValidationError("--transfer-mib and --rounds must be at least 1") }
     }
 
     func run() throws {
         if tpm || tpmOnly {
             try TPMBenchmarkRun(json: json, dir: dir).run()
             if tpmOnly { return }
+        }
+        if transfer || transferOnly {
+            try TransferBenchmarkRun(json: json, dir: dir, mebibytes: transferMiB, rounds: rounds).run()
+            if transferOnly { return }
         }
         let cores = ProcessInfo.processInfo.activeProcessorCount
         let reference = noOpenSSL ? nil : Self.openSSLSpeed()
