@@ -16,6 +16,8 @@ struct TPMBenchmarkRun {
         var nvWriteSwtpmMicroseconds: Double?
         var createTPMEKMilliseconds: Double?
         var swtpmSetupMilliseconds: Double?
+        var blobMigrationMilliseconds: Double?
+        var blobMigrationBytes: [Int]?
     }
 
     func run() throws {
@@ -62,6 +64,23 @@ struct TPMBenchmarkRun {
             server.waitUntilExit()
         }
 
+        // Live migration of the blobs between two servers, as QEMU drives it.
+        let source = FileSystem.join(scratch, "migrate-source.state"), destination = FileSystem.join(scratch, "migrate-destination.state")
+        _ = try Self.run(self_, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", "--ek", source])
+        _ = try Self.run(self_, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", destination])
+        let sourcePort = try Self.freePortPair(), destinationPort = try Self.freePortPair()
+        let sourceServer = try Self.start(self_, ["serve", "--vault", vault, source, "--server", "tcp:127.0.0.1:\(sourcePort)",
+                                                  "--ctrl", "tcp:127.0.0.1:\(sourcePort + 1)", "--flags", "not-need-init,startup-clear"], port: sourcePort + 1)
+        let destinationServer = try Self.start(self_, ["serve", "--vault", vault, destination, "--server", "tcp:127.0.0.1:\(destinationPort)",
+                                                       "--ctrl", "tcp:127.0.0.1:\(destinationPort + 1)"], port: destinationPort + 1)
+        let migration = try TPMBenchmarks.blobMigration(sourceControl: sourcePort + 1, destinationControl: destinationPort + 1, rounds: 21)
+        report.blobMigrationMilliseconds = migration.milliseconds
+        report.blobMigrationBytes = migration.blobBytes
+        for server in [sourceServer, destinationServer] {
+            kill(server.processIdentifier, SIGTERM)
+            server.waitUntilExit()
+        }
+
         if json { try printJSON(report); return }
         print("vTPM benchmark")
         print(String(format: "  GetRandom(16) through the engine        %8.2f us  (libtpms directly %.2f us, %+.1f%%)",
@@ -74,6 +93,10 @@ struct TPMBenchmarkRun {
         if let create = report.createTPMEKMilliseconds {
             print(String(format: "  create --tpm --ek                        %8.1f ms  median", create)
                   + (report.swtpmSetupMilliseconds.map { String(format: "  (swtpm_setup --createek --create-ek-cert: %.1f ms, ratio %.2f)", $0, create / $0) } ?? ""))
+        }
+        if let migration = report.blobMigrationMilliseconds, let bytes = report.blobMigrationBytes {
+            print(String(format: "  live migration of the vTPM's blobs         %8.2f ms  median (GET x3, STOP; SET x%d, INIT; blobs %@ B)",
+                         migration, bytes.filter { $0 > 0 }.count, bytes.map(String.init).joined(separator: " + ")))
         }
         print("")
     }
