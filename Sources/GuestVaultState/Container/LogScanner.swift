@@ -94,22 +94,18 @@ struct LogScan {
         // the log. The bytes after it must be zero, or begin with such a record.
         var hasTail = false
         if logEnd < size {
-            let probe = try read(file, logEnd, Int(min(size - logEnd, 1 << 20)))
+            let probe = try read(file, logEnd, Int(min(size - logEnd, Int64(RecordHeader.magic.count))))
             if probe.starts(with: RecordHeader.magic) {
                 hasTail = true
-            } else if let bad = probe.firstIndex(where: { $0 != 0 }) {
-                throw ContainerError(.malformed, subject: "\(path) at byte \(logEnd + Int64(bad))",
-                                     reason: "unexpected bytes after the last commit (the file was changed)")
-            } else if size - logEnd > 1 << 20 {
-                // Only preallocated zeros are expected this far; check the rest in pieces.
-                var cursor = logEnd + (1 << 20)
-                while cursor < size {
-                    let piece = try read(file, cursor, Int(min(size - cursor, 1 << 20)))
-                    if let bad = piece.firstIndex(where: { $0 != 0 }) {
-                        throw ContainerError(.malformed, subject: "\(path) at byte \(cursor + Int64(bad))",
-                                             reason: "unexpected bytes after the last commit (the file was changed)")
-                    }
-                    cursor += Int64(piece.count)
+            } else {
+                // Only preallocated zeros may follow.
+                let bad: Int64?
+                do { bad = try file.firstNonZeroByte(at: logEnd, count: size - logEnd) } catch {
+                    throw ContainerError(.io, subject: path, reason: "\(error)")
+                }
+                if let bad {
+                    throw ContainerError(.malformed, subject: "\(path) at byte \(bad)",
+                                         reason: "unexpected bytes after the last commit (the file was changed)")
                 }
             }
         }

@@ -50,18 +50,18 @@ struct TPMBenchmarkRun {
         let port = try Self.freePortPair()
         let serve = try Self.start(self_, ["serve", "--vault", vault, state, "--server", "tcp:127.0.0.1:\(port)", "--ctrl", "tcp:127.0.0.1:\(port + 1)",
                                            "--flags", "not-need-init,startup-clear"], port: port + 1)
-        report.nvWriteGuestVaultMicroseconds = try TPMBenchmarks.nvWriteRoundTrip(port: port, index: 0x0150_0099, rounds: 500)
-        kill(serve.processIdentifier, SIGTERM)
-        serve.waitUntilExit()
+        do {
+            defer { kill(serve.processIdentifier, SIGTERM); serve.waitUntilExit() }
+            report.nvWriteGuestVaultMicroseconds = try TPMBenchmarks.nvWriteRoundTrip(port: port, index: 0x0150_0099, rounds: 500)
+        }
         if let swtpm = Self.which("swtpm") {
             let swtpmState = FileSystem.join(scratch, "swtpm-nv")
             try FileSystem.createDirectory(swtpmState)
             let port = try Self.freePortPair()
             let server = try Self.start(swtpm, ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmState)", "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
                                                 "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1", "--flags", "not-need-init,startup-clear"], port: port + 1)
+            defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
             report.nvWriteSwtpmMicroseconds = try TPMBenchmarks.nvWriteRoundTrip(port: port, index: 0x0150_0099, rounds: 500)
-            kill(server.processIdentifier, SIGKILL)
-            server.waitUntilExit()
         }
 
         // Live migration of the blobs between two servers, as QEMU drives it.
@@ -73,12 +73,17 @@ struct TPMBenchmarkRun {
                                                   "--ctrl", "tcp:127.0.0.1:\(sourcePort + 1)", "--flags", "not-need-init,startup-clear"], port: sourcePort + 1)
         let destinationServer = try Self.start(self_, ["serve", "--vault", vault, destination, "--server", "tcp:127.0.0.1:\(destinationPort)",
                                                        "--ctrl", "tcp:127.0.0.1:\(destinationPort + 1)"], port: destinationPort + 1)
-        let migration = try TPMBenchmarks.blobMigration(sourceControl: sourcePort + 1, destinationControl: destinationPort + 1, rounds: 21)
-        report.blobMigrationMilliseconds = migration.milliseconds
-        report.blobMigrationBytes = migration.blobBytes
-        for server in [sourceServer, destinationServer] {
-            kill(server.processIdentifier, SIGTERM)
-            server.waitUntilExit()
+        do {
+            defer {
+                // Stopped on every path, a failed measurement included.
+                for server in [sourceServer, destinationServer] {
+                    kill(server.processIdentifier, SIGTERM)
+                    server.waitUntilExit()
+                }
+            }
+            let migration = try TPMBenchmarks.blobMigration(sourceControl: sourcePort + 1, destinationControl: destinationPort + 1, rounds: 21)
+            report.blobMigrationMilliseconds = migration.milliseconds
+            report.blobMigrationBytes = migration.blobBytes
         }
 
         if json { try printJSON(report); return }
