@@ -79,7 +79,7 @@ public enum ContainerTransfer {
         guard resumeFrom <= length else { throw TransferError(.unexpectedFrame, "the receiver asks to resume at \(resumeFrom), past the end \(length)") }
         var acknowledged = resumeFrom
 
-        try secure.send(.key, container.protectionKey().unsafeCopyOfBytes())
+        try secure.send(.key, secret: container.protectionKey())
 
         // The bytes the receiver kept from an earlier session are checked by digest
         // (FINAL); the bytes sent now are bound by the frames' tags and the transcript.
@@ -282,9 +282,12 @@ public enum ContainerTransfer {
             throw TransferError(.io, "cannot read \(partial): \(error)")
         }
 
-        let (keyType, keyBytes) = try secure.receive()
-        guard keyType == .key, keyBytes.count == 32 else { throw TransferError(.unexpectedFrame, "expected the key frame, got \(keyType)") }
-        let dek = SecretBytes(copying: keyBytes)
+        let keyFrame = try secure.receiveInPlace()
+        guard keyFrame.type == .key, keyFrame.payload.count == 32 else {
+            throw TransferError(.unexpectedFrame, "expected the key frame, got \(keyFrame.type) of \(keyFrame.payload.count) bytes")
+        }
+        let dek = SecretBytes(copying: secure.payload(of: keyFrame))
+        secure.wipePayload(of: keyFrame)
 
         var offset = have
         var sinceAck: UInt64 = 0

@@ -78,7 +78,13 @@ struct Hello: Equatable {
         switch authentication {
         case .toRecipient(let key, _): try SHA256.hash(key.rawRepresentation)
         case .asRecipient(let key, _): try SHA256.hash(key.publicKey.rawRepresentation)
-        case .presharedKey(let psk): try SHA256.hash(pskLabel + psk.unsafeCopyOfBytes())
+        case .presharedKey(let psk):
+            try {
+                var hash = try SHA256()
+                try hash.update(pskLabel)
+                try hash.update(psk)
+                return try hash.finalize()
+            }()
         }
     }
 }
@@ -95,10 +101,9 @@ struct SessionKeys {
     /// || receiver hello), info = "GuestVault v1 transfer", 64 bytes).
     static func derive(first: SecretBytes, ephemeralShared: SecretBytes, senderHello: [UInt8], receiverHello: [UInt8]) throws -> SessionKeys {
         let hash = try SHA256.hash(senderHello + receiverHello)
-        let ikm = SecretBytes(copying: first.unsafeCopyOfBytes() + ephemeralShared.unsafeCopyOfBytes())
-        let okm = try HKDF.deriveKey(inputKeyMaterial: ikm, salt: hash, info: info, outputByteCount: 64).unsafeCopyOfBytes()
-        return SessionKeys(senderToReceiver: SecretBytes(copying: okm[0..<32]), receiverToSender: SecretBytes(copying: okm[32..<64]),
-                           handshakeHash: hash)
+        let ikm = SecretBytes(concatenating: [first, ephemeralShared])
+        let okm = try HKDF.deriveKey(inputKeyMaterial: ikm, salt: hash, info: info, outputByteCount: 64)
+        return SessionKeys(senderToReceiver: okm.slice(0..<32), receiverToSender: okm.slice(32..<64), handshakeHash: hash)
     }
 }
 
@@ -172,8 +177,8 @@ final class SecureChannel {
         switch authentication {
         case .toRecipient(let recipient, let sender):
             // es || ss: only the holder of r can read; only the holder of s can send.
-            first = SecretBytes(copying: try agree(ephemeral, recipient, what: "recipient key").unsafeCopyOfBytes()
-                                         + agree(sender, recipient, what: "recipient key").unsafeCopyOfBytes())
+            first = SecretBytes(concatenating: [try agree(ephemeral, recipient, what: "recipient key"),
+                                                try agree(sender, recipient, what: "recipient key")])
             senderKey = ownSenderKey
         case .asRecipient(let key, let accepted):
             if case .only(let keys) = accepted {
@@ -182,8 +187,8 @@ final class SecureChannel {
                 }
             }
             let sender = try publicKey(theirs.senderKey, what: "sender key")
-            first = SecretBytes(copying: try agree(key, theirEphemeral, what: "ephemeral key").unsafeCopyOfBytes()
-                                         + agree(key, sender, what: "sender key").unsafeCopyOfBytes())
+            first = SecretBytes(concatenating: [try agree(key, theirEphemeral, what: "ephemeral key"),
+                                                try agree(key, sender, what: "sender key")])
             senderKey = theirs.senderKey
         case .presharedKey(let psk): first = psk
         }
@@ -236,6 +241,20 @@ final class SecureChannel {
     /// The hash of every frame sent so far (what the final frame carries).
     func sentTranscriptHash() throws -> [UInt8] { try sentTranscript.current() }
     func receivedTranscriptHash() throws -> [UInt8] { try receivedTranscript.current() }
+
+    /// Sends a frame whose payload is a secret: it goes straight into the frame buffer,
+    /// which sealing then overwrites with ciphertext.
+    func send(_ type: FrameType, secret: SecretBytes) throws {
+        var frame = [UInt8](repeating: 0, count: FrameHeader.count + secret.count + AESGCM.tagByteCount)
+        secret.copy(into: &frame, at: FrameHeader.count)
+        try send(type, frame: &frame, payloadCount: secret.count)
+    }
+
+    /// Overwrites a received frame's payload in the decoder's buffer (after a secret was
+    /// taken out of it).
+    func wipePayload(of frame: Received) {
+        decoder.storage.replaceSubrange(frame.payload, with: repeatElement(0, count: frame.payload.count))
+    }
 
     func send(_ type: FrameType, _ payload: [UInt8]) throws {
         var frame = [UInt8](repeating: 0, count: FrameHeader.count)

@@ -285,8 +285,7 @@ package enum TranscriptRecorder {
         let first: SecretBytes
         switch senderAuthentication {
         case .toRecipient(let recipient, let senderKey):
-            first = SecretBytes(copying: try sender.ephemeral.sharedSecret(with: recipient).unsafeCopyOfBytes()
-                                         + senderKey.sharedSecret(with: recipient).unsafeCopyOfBytes())
+            first = SecretBytes(concatenating: [try sender.ephemeral.sharedSecret(with: recipient), try senderKey.sharedSecret(with: recipient)])
         case .presharedKey(let psk): first = psk
         case .asRecipient: throw TransferError(.keys, "the sender side cannot use a recipient private key")
         }

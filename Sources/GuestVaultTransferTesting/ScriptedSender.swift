@@ -88,21 +88,20 @@ public final class ScriptedSender {
     /// docs/TRANSFER.md §2.3, from both hellos.
     func keys(senderHello: [UInt8], receiverHello: [UInt8]) throws -> Keys {
         let theirEphemeral = try X25519.PublicKey(rawRepresentation: Array(receiverHello[8..<40]))
-        var ikm: [UInt8]
+        var parts: [SecretBytes]
         switch authentication {
         case .recipient(let recipient, let sender):
-            ikm = try ephemeral.sharedSecret(with: recipient).unsafeCopyOfBytes() + sender.sharedSecret(with: recipient).unsafeCopyOfBytes()
+            parts = [try ephemeral.sharedSecret(with: recipient), try sender.sharedSecret(with: recipient)]
         case .presharedKey(let psk):
-            ikm = psk.unsafeCopyOfBytes()
+            parts = [psk]
         }
-        ikm += try ephemeral.sharedSecret(with: theirEphemeral).unsafeCopyOfBytes()
+        parts.append(try ephemeral.sharedSecret(with: theirEphemeral))
         let hash = try SHA256.hash(senderHello + receiverHello)
-        let okm = try HKDF.deriveKey(inputKeyMaterial: SecretBytes(copying: ikm), salt: hash,
-                                     info: Array("GuestVault v1 transfer".utf8), outputByteCount: 64).unsafeCopyOfBytes()
+        let okm = try HKDF.deriveKey(inputKeyMaterial: SecretBytes(concatenating: parts), salt: hash,
+                                     info: Array("GuestVault v1 transfer".utf8), outputByteCount: 64)
         var transcript = try SHA256()
         try transcript.update(hash)
-        return Keys(send: try AESGCMContext(key: SecretBytes(copying: okm[0..<32])),
-                    receive: try AESGCMContext(key: SecretBytes(copying: okm[32..<64])), transcript: transcript)
+        return Keys(send: try AESGCMContext(key: okm.slice(0..<32)), receive: try AESGCMContext(key: okm.slice(32..<64)), transcript: transcript)
     }
 
     static func header(bodyLength: Int, type: UInt8, sequence: UInt64) -> [UInt8] {

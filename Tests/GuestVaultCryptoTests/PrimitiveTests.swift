@@ -11,6 +11,24 @@ import Testing
         #expect("\(key)".contains("private: redacted"))
     }
 
+    @Test func secretBytesConcatenateSliceAndCopyWithoutArrays() throws {
+        let a = SecretBytes(copying: [1, 2, 3]), b = SecretBytes(copying: [4, 5]), empty = SecretBytes(copying: [])
+        let joined = SecretBytes(concatenating: [a, empty, b])
+        #expect(joined.unsafeCopyOfBytes() == [1, 2, 3, 4, 5])
+        #expect(joined.slice(1..<4).unsafeCopyOfBytes() == [2, 3, 4])
+        #expect(joined.slice(5..<5).count == 0)
+        var buffer = [UInt8](repeating: 9, count: 8)
+        b.copy(into: &buffer, at: 6)
+        #expect(buffer == [9, 9, 9, 9, 9, 9, 4, 5])
+        // Contiguous and non-contiguous sources give the same bytes.
+        let source: [UInt8] = [7, 8, 9, 10]
+        #expect(SecretBytes(copying: source[1...]).unsafeCopyOfBytes() == [8, 9, 10])
+        #expect(SecretBytes(copying: source.lazy.map { $0 + 1 }).unsafeCopyOfBytes() == [8, 9, 10, 11])
+        var hash = try SHA256()
+        try hash.update(joined)
+        #expect(try hash.finalize() == SHA256.hash([1, 2, 3, 4, 5]))
+    }
+
     @Test func secretBytesCompareByValue() throws {
         let a = SecretBytes(copying: [1, 2, 3, 4])
         #expect(a == SecretBytes(copying: [1, 2, 3, 4]))

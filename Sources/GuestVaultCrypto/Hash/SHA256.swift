@@ -35,6 +35,12 @@ public struct SHA256: ~Copyable {
         try OpenSSL.check(bytes.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress, $0.count) }, operation, "EVP_DigestUpdate")
     }
 
+    /// Adds secret bytes without copying them out of their storage.
+    public mutating func update(_ secret: SecretBytes) throws {
+        let ctx = context
+        try OpenSSL.check(secret.withUnsafeBytes { EVP_DigestUpdate(ctx, $0.baseAddress, $0.count) }, operation, "EVP_DigestUpdate")
+    }
+
     /// Adds `bytes[range]` without copying them.
     public mutating func update(_ bytes: [UInt8], range: Range<Int>) throws {
         precondition(range.lowerBound >= 0 && range.upperBound <= bytes.count)

@@ -34,11 +34,54 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
     /// Copies `bytes` into zeroed-on-release storage. The caller still owns `bytes` and
     /// should not keep secrets in ordinary arrays longer than needed.
     public init(copying bytes: some Sequence<UInt8>) {
-        let array = Array(bytes)
-        storage = Storage(count: array.count)
-        array.withUnsafeBytes { source in
-            if let base = source.baseAddress {
-                storage.bytes.baseAddress!.copyMemory(from: base, byteCount: source.count)
+        // Contiguous bytes (an array, a slice of one) are copied straight over; anything
+        // else goes through a temporary array, which is cleansed afterwards.
+        func copy(_ source: UnsafeBufferPointer<UInt8>) -> Storage {
+            let storage = Storage(count: source.count)
+            if let base = source.baseAddress { storage.bytes.baseAddress!.copyMemory(from: base, byteCount: source.count) }
+            return storage
+        }
+        if let direct = bytes.withContiguousStorageIfAvailable(copy) {
+            storage = direct
+        } else {
+            var array = Array(bytes)
+            storage = array.withUnsafeBufferPointer(copy)
+            array.withUnsafeMutableBytes { OPENSSL_cleanse($0.baseAddress, $0.count) }
+        }
+    }
+
+    /// The bytes of `parts`, one after the other, copied from storage to storage: no
+    /// ordinary array holds them on the way (key material for a KDF, say).
+    public init(concatenating parts: [SecretBytes]) {
+        let total = parts.reduce(0) { $0 + $1.count }
+        storage = Storage(count: total)
+        var offset = 0
+        for part in parts {
+            part.withUnsafeBytes { source in
+                if let base = source.baseAddress { (storage.bytes.baseAddress! + offset).copyMemory(from: base, byteCount: source.count) }
+            }
+            offset += part.count
+        }
+    }
+
+    /// Bytes `range` of these, in storage of their own.
+    public func slice(_ range: Range<Int>) -> SecretBytes {
+        precondition(range.lowerBound >= 0 && range.upperBound <= count, "a slice outside the secret")
+        return SecretBytes(unsafeUninitializedCount: range.count) { target in
+            withUnsafeBytes { source in
+                if range.count > 0 { target.baseAddress!.copyMemory(from: source.baseAddress! + range.lowerBound, byteCount: range.count) }
+            }
+        }
+    }
+
+    /// Copies the bytes into `buffer` from `offset` (which must have room): for building
+    /// a message in a buffer that is encrypted in place right after, so the secret does
+    /// not pass through an array of its own.
+    public func copy(into buffer: inout [UInt8], at offset: Int) {
+        precondition(offset >= 0 && offset + count <= buffer.count, "no room for the secret")
+        withUnsafeBytes { source in
+            buffer.withUnsafeMutableBytes { target in
+                if source.count > 0 { (target.baseAddress! + offset).copyMemory(from: source.baseAddress!, byteCount: source.count) }
             }
         }
     }
