@@ -325,7 +325,9 @@ final class SecureChannel {
         while true {
             if let frame = try openNext() { return (frame.type, Array(payload(of: frame))) }
             let bytes: [UInt8]?
-            do { bytes = try channel.receiveIfReady(maximum: 64 << 10) } catch {
+            // Small reads: this runs after every DATA frame, and what comes back between
+            // them is ACKs of 40 bytes.
+            do { bytes = try channel.receiveIfReady(maximum: 4096) } catch {
                 throw Self.connectionError(error, during: "a read between frames")
             }
             guard let bytes else { return nil }
