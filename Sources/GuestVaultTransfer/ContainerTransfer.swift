@@ -190,6 +190,11 @@ public enum ContainerTransfer {
         } catch let error as ContainerError {
             try? secure.send(.error, Array(peerMessage(.integrity).utf8))
             throw TransferError(.integrity, "the received container does not open: \(error)")
+        } catch {
+            // The vault or the crypto core failed while the container was being made
+            // this vault's (a slot, a counter): still one error type, and the sender told.
+            try? secure.send(.error, Array(peerMessage(.io).utf8))
+            throw TransferError(.io, "the container could not be stored in this vault: \(error)")
         }
     }
 
