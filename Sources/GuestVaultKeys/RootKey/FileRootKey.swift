@@ -81,22 +81,10 @@ public final class FileRootKey: RootKeyBackend {
     /// truncated or corrupt file, and a wrong passphrase, each with a typed error naming
     /// the file.
     public static func open(at path: String, passphrase: SecretBytes?) throws -> FileRootKey {
-        let permissions: (mode: UInt32, owner: UInt32)
-        do {
-            permissions = try FileSystem.permissions(path)
-        } catch let error as SystemError where error.isNotFound {
-            throw VaultError(.notFound, subject: path, reason: "no root key file here; create a vault with `guestvault vault init`")
-        }
-        if permissions.mode & 0o077 != 0 {
-            throw VaultError(.insecurePermissions, subject: path,
-                             reason: "the root key file has mode \(String(permissions.mode, radix: 8)), so other users can read it; run `chmod 600 \(path)` (and consider the key exposed)")
-        }
-        let bytes: [UInt8]
-        do {
-            bytes = try FileSystem.readFile(path, limit: fileLimit)
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not read the root key: \(error)")
-        }
+        // An unprotected file holds the root key itself: the bytes are zeroed after use.
+        var bytes = try SecretFile.readPrivate(path, what: "root key", limit: fileLimit,
+                                               missing: VaultError(.notFound, subject: path, reason: "no root key file here; create a vault with `guestvault vault init`"))
+        defer { SecretFile.zero(&bytes) }
         let (key, protected) = try decode(bytes, path: path, passphrase: passphrase)
         return try FileRootKey(key: key, location: path, passphraseProtected: protected)
     }
@@ -118,8 +106,9 @@ public final class FileRootKey: RootKeyBackend {
         guard bytes.count == expected else {
             throw VaultError(.corrupt, subject: path, reason: "root key file is \(bytes.count) bytes, expected \(expected): truncated or extended")
         }
-        let body = Array(bytes[0..<(expected - checksumCount)])
-        guard constantTimeEquals(try SHA256.hash(body), Array(bytes[(expected - checksumCount)...])) else {
+        var check = try SHA256()
+        try check.update(bytes, range: 0..<(expected - checksumCount))
+        guard constantTimeEquals(try check.finalize(), Array(bytes[(expected - checksumCount)...])) else {
             throw VaultError(.corrupt, subject: path, reason: "root key file checksum does not match: the file was changed or damaged")
         }
         if protection == 0 {

@@ -79,19 +79,8 @@ enum HostCAFile {
     }
 
     static func load(at path: String, sealKey: SecretBytes, rootKeyID: [UInt8]) throws -> CertificateAuthority {
-        let permissions: (mode: UInt32, owner: UInt32)
-        let bytes: [UInt8]
-        do {
-            permissions = try FileSystem.permissions(path)
-            bytes = try FileSystem.readFile(path, limit: maximumCount)
-        } catch let error as SystemError where error.errno == EFBIG {
-            throw VaultError(.corrupt, subject: path, reason: "larger than \(maximumCount) bytes, so not a host CA key file")
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not read: \(error)")
-        }
-        if permissions.mode & 0o077 != 0 {
-            throw VaultError(.insecurePermissions, subject: path, reason: "mode \(String(permissions.mode, radix: 8)); run `chmod 600 \(path)`")
-        }
+        let bytes = try SecretFile.readPrivate(path, what: "host CA key", limit: maximumCount, sealed: true, tooLarge: .corrupt,
+                                               missing: VaultError(.io, subject: path, reason: "could not read: no such file"))
         guard bytes.count >= payloadOffset + AESGCM.tagByteCount + 4,
               Array(bytes[0..<8]) == magic + [version, 0, 0, 0] else {
             throw VaultError(.corrupt, subject: path, reason: "not a host CA key file of version \(version)")

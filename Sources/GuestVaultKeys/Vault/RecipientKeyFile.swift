@@ -19,11 +19,8 @@ enum RecipientKeyFile {
         let sealKey = try backend.deriveBlock(label: KeyLabels.recipientSeal, context: [])
         let header = magic + [1, 0, 0, 0]
         if FileSystem.exists(path) {
-            let permissions = try FileSystem.permissions(path)
-            if permissions.mode & 0o077 != 0 {
-                throw VaultError(.insecurePermissions, subject: path, reason: "mode \(String(permissions.mode, radix: 8)); run `chmod 600 \(path)`")
-            }
-            let bytes = try FileSystem.readFile(path, limit: 4096)
+            let bytes = try SecretFile.readPrivate(path, what: "recipient key", limit: 4096, sealed: true,
+                                                   missing: VaultError(.notFound, subject: path, reason: "the recipient key file went away while it was read"))
             guard bytes.count == count, Array(bytes[0..<8]) == header else {
                 throw VaultError(.corrupt, subject: path, reason: "not a recipient key file of the expected size and version")
             }

@@ -1,5 +1,8 @@
 public import GuestVaultCrypto
 import GuestVaultSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Small secrets kept in files (a token PIN, a vault passphrase, a migration key): read
 /// only from a file that neither group nor others can read or write, at most `limit`
@@ -11,25 +14,9 @@ public enum SecretFile {
     ///   - hint: what to write into the file, for the "missing" and "empty" messages.
     ///   - singleLine: refuse a file of more than one line.
     public static func read(_ path: String, what: String, hint: String, singleLine: Bool = true, limit: Int = 4096) throws -> SecretBytes {
-        let permissions: (mode: UInt32, owner: UInt32)
-        do {
-            permissions = try FileSystem.permissions(path)
-        } catch let error as SystemError where error.isNotFound {
-            throw VaultError(.io, subject: path, reason: "no \(what) file here; \(hint) and run `chmod 600 \(path)`")
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not read the \(what) file: \(error)")
-        }
-        if permissions.mode & 0o077 != 0 {
-            throw VaultError(.insecurePermissions, subject: path,
-                             reason: "the \(what) file has mode \(String(permissions.mode, radix: 8)), so other users can read or change it; run `chmod 600 \(path)` (and consider the \(what) exposed)")
-        }
-        var bytes: [UInt8]
-        do {
-            bytes = try FileSystem.readFile(path, limit: limit)
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not read the \(what) file: \(error)")
-        }
-        defer { bytes.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) } }
+        var bytes = try readPrivate(path, what: what, limit: limit,
+                                    missing: VaultError(.io, subject: path, reason: "no \(what) file here; \(hint) and run `chmod 600 \(path)`"))
+        defer { zero(&bytes) }
         var end = bytes.count
         if end > 0 && bytes[end - 1] == 0x0a {
             end -= 1
@@ -44,5 +31,40 @@ public enum SecretFile {
             }
         }
         return SecretBytes(copying: bytes[0..<end])
+    }
+
+    /// The bytes of a file that holds key material, secret or sealed: refused with
+    /// `insecurePermissions` (naming `chmod 600`) if group or others can read or write
+    /// it, `missing` if it does not exist, `tooLarge` (`.io` unless a format says the
+    /// file cannot be this long: `.corrupt`) if it is over `limit` bytes. The one
+    /// reader of the vault's private files; a caller holding secret bytes zeroes them
+    /// with ``zero(_:)``.
+    static func readPrivate(_ path: String, what: String, limit: Int, sealed: Bool = false, tooLarge: VaultError.Code = .io,
+                            missing: @autoclosure () -> VaultError) throws -> [UInt8] {
+        let permissions: (mode: UInt32, owner: UInt32)
+        do {
+            permissions = try FileSystem.permissions(path)
+        } catch let error as SystemError where error.isNotFound {
+            throw missing()
+        } catch {
+            throw VaultError(.io, subject: path, reason: "could not read the \(what) file: \(error)")
+        }
+        if permissions.mode & 0o077 != 0 {
+            throw VaultError(.insecurePermissions, subject: path,
+                             reason: "the \(what) file has mode \(String(permissions.mode, radix: 8)), so other users can read or change it; run `chmod 600 \(path)`"
+                                 + (sealed ? "" : " (and consider the \(what) exposed)"))
+        }
+        do {
+            return try FileSystem.readFile(path, limit: limit)
+        } catch let error as SystemError where error.errno == EFBIG {
+            throw VaultError(tooLarge, subject: path, reason: "larger than \(limit) bytes, so not a \(what) file")
+        } catch {
+            throw VaultError(.io, subject: path, reason: "could not read the \(what) file: \(error)")
+        }
+    }
+
+    /// Overwrites `bytes` with zeros (for secret bytes read from a file).
+    static func zero(_ bytes: inout [UInt8]) {
+        bytes.withUnsafeMutableBytes { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) }
     }
 }
