@@ -14,6 +14,7 @@ let package = Package(
     name: "GuestVault",
     platforms: [.macOS(.v15)],
     products: [
+        .library(name: "GuestVaultCore", targets: ["GuestVaultCore"]),
         .library(name: "GuestVaultCrypto", targets: ["GuestVaultCrypto"]),
         .library(name: "GuestVaultKeys", targets: ["GuestVaultKeys"]),
         .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
@@ -25,6 +26,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // MARK: C bindings: module maps only.
@@ -44,16 +47,23 @@ let package = Package(
             providers: [.apt(["libtpms-dev"])]
         ),
 
+        // MARK: Core: the one byte codec, the error shape and checked arithmetic. No I/O.
+        .target(
+            name: "GuestVaultCore",
+            swiftSettings: strict
+        ),
+
         // MARK: Crypto core: the only module that calls OpenSSL.
         .target(
             name: "GuestVaultCrypto",
-            dependencies: ["CLibCrypto"],
+            dependencies: ["CLibCrypto", "GuestVaultCore"],
             swiftSettings: strict
         ),
 
         // MARK: System calls (durable files, locks, permissions): one audited layer.
         .target(
             name: "GuestVaultSystem",
+            dependencies: ["GuestVaultCore", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
 
@@ -121,6 +131,16 @@ let package = Package(
             name: "GuestVaultTestSupport",
             dependencies: ["GuestVaultSystem"],
             path: "Tests/GuestVaultTestSupport",
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultCoreTests",
+            dependencies: ["GuestVaultCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultSystemTests",
+            dependencies: ["GuestVaultSystem"],
             swiftSettings: strict
         ),
         .testTarget(

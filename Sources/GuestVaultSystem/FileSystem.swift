@@ -10,38 +10,20 @@ public enum FileSystem {
     public static let privateDirectoryMode: UInt32 = 0o700
 
     /// Writes `bytes` to `path` so that after a crash at any instant the path holds
-    /// either its old content or all of the new content:
-    /// write a temporary file in the same directory (created `mode`), fsync it, rename
-    /// it over `path`, fsync the directory.
+    /// either its old content or all of the new content (``DurableFile``).
     public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: UInt32 = privateFileMode) throws {
-        let directory = parentDirectory(of: path)
-        let temporary = "\(path).tmp-\(Syscalls.currentPID)-\(UInt32.random(in: 0...UInt32.max))"
-        let fd = try Syscalls.open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
-        do {
-            // The umask may have narrowed the mode; it must not have widened it.
-            _ = fchmod(fd, mode)
-            try bytes.withUnsafeBytes { try Syscalls.pwriteAll(fd, $0, at: 0, path: temporary) }
-            try Syscalls.fsync(fd, path: temporary)
-            Syscalls.close(fd)
-        } catch {
-            Syscalls.close(fd)
-            try? Syscalls.unlink(temporary)
-            throw error
-        }
-        do {
-            try Syscalls.rename(temporary, path)
-        } catch {
-            try? Syscalls.unlink(temporary)
-            throw error
-        }
-        try syncDirectory(directory)
+        try DurableFile.write(bytes, to: path, mode: mode)
     }
 
     /// Reads a whole file, refusing one larger than `limit` bytes.
+    /// A FIFO, device or directory is refused (never waited on).
     public static func readFile(_ path: String, limit: Int) throws -> [UInt8] {
-        let fd = try Syscalls.open(path, O_RDONLY, 0)
+        let fd = try Syscalls.open(path, O_RDONLY | O_NONBLOCK, 0)
         defer { Syscalls.close(fd) }
         let info = try Syscalls.fstat(fd, path: path)
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw SystemError("read (not a regular file)", path: path, errno: info.st_mode & S_IFMT == S_IFDIR ? EISDIR : EINVAL)
+        }
         guard Int(info.st_size) <= limit else {
             throw SystemError("read (file larger than \(limit) bytes)", path: path, errno: EFBIG)
         }
@@ -134,6 +116,6 @@ extension FileSystem {
     /// Makes `to` a new name of the file at `from`, failing (EEXIST) if `to` exists:
     /// a rename that never replaces.
     public static func link(_ from: String, to: String) throws {
-        if Glibc.link(from, to) != 0 { throw SystemError("link to \(to)", path: from, errno: errno) }
+        try Syscalls.link(from, to)
     }
 }

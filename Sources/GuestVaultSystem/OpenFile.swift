@@ -16,11 +16,18 @@ public final class OpenFile: @unchecked Sendable {
         fd = try Syscalls.open(path, mode == .readOnly ? O_RDONLY : O_RDWR, 0)
     }
 
-    /// Creates a new file (fails if it exists) with `permissions`.
+    /// Creates a new file (fails if anything, a symlink included, is at `path`) with
+    /// `permissions`, whatever the umask.
     public init(creating path: String, permissions: UInt32 = FileSystem.privateFileMode) throws {
         self.path = path
-        fd = try Syscalls.open(path, O_RDWR | O_CREAT | O_EXCL, permissions)
+        fd = try Syscalls.open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW, permissions)
         _ = fchmod(fd, permissions)
+    }
+
+    /// Takes ownership of an open descriptor.
+    init(adopting fd: Int32, path: String) {
+        self.path = path
+        self.fd = fd
     }
 
     deinit { Syscalls.close(fd) }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 
 /// Every raw system call GuestVault makes goes through this file, so there is one place
 /// to audit: retries on EINTR, short reads and writes, and errno.
@@ -17,10 +18,33 @@ enum Syscalls {
         }
     }
 
+    /// Opens through swift-system's FileDescriptor (EINTR retried), always close-on-exec.
     static func open(_ path: String, _ flags: Int32, _ mode: mode_t) throws -> Int32 {
-        let fd = retrying { Glibc.open(path, flags | O_CLOEXEC, mode) }
-        if fd < 0 { throw SystemError("open", path: path, errno: errno) }
-        return fd
+        let access = FileDescriptor.AccessMode(rawValue: flags & O_ACCMODE)
+        let options = FileDescriptor.OpenOptions(rawValue: (flags & ~O_ACCMODE) | O_CLOEXEC)
+        do {
+            let descriptor = try FileDescriptor.open(
+                FilePath(path), access, options: options,
+                permissions: (flags & O_CREAT) != 0 ? FilePermissions(rawValue: CModeT(mode)) : nil,
+                retryOnInterrupt: true)
+            return descriptor.rawValue
+        } catch let error as Errno {
+            throw SystemError(error.rawValue == ELOOP ? "open (a symlink is not followed here)" : "open",
+                              path: path, errno: error.rawValue)
+        }
+    }
+
+    /// Makes `to` a new name of `from`; fails with EEXIST if anything is at `to`.
+    static func link(_ from: String, _ to: String) throws {
+        if Glibc.link(from, to) != 0 { throw SystemError("link to \(to)", path: from, errno: errno) }
+    }
+
+    /// Clears O_NONBLOCK (set while opening to avoid blocking on a FIFO).
+    static func clearNonBlocking(_ fd: Int32, path: String) throws {
+        let flags = fcntl(fd, F_GETFL)
+        if flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0 {
+            throw SystemError("fcntl", path: path, errno: errno)
+        }
     }
 
     static func close(_ fd: Int32) {
@@ -144,5 +168,6 @@ enum Syscalls {
     }
 
     static var currentUID: uid_t { getuid() }
+    static var currentEUID: uid_t { geteuid() }
     static var currentPID: Int32 { getpid() }
 }
