@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Glibc
 
 /// Another local user (`nobody`, uid 65534, present on every Debian system): the
