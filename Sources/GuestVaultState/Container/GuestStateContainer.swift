@@ -238,6 +238,8 @@ public final class GuestStateContainer {
     }
 
     public var vm: UUID { scan.superblock.vm }
+    /// The container's random 16-byte id (typed; `info.containerID` is its hex form for people).
+    public var containerID: [UInt8] { scan.superblock.containerID }
     public var generation: UInt64 { scan.manifest.generation }
     public var slots: KeyProtectorSet { scan.manifest.slots }
     public var entryNames: [String] { scan.manifest.entries.map(\.name) }
