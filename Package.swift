@@ -23,6 +23,8 @@ let package = Package(
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
+        // The C ABI for host tools: libguestvault.so with include/guestvault.h (docs/C-API.md).
+        .library(name: "GuestVault", type: .dynamic, targets: ["GuestVaultC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -116,6 +118,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: The C ABI (@_cdecl exports, header in include/guestvault.h).
+        .target(
+            name: "GuestVaultC",
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState"],
+            swiftSettings: strict
+        ),
+
         // MARK: Known-answer vectors (top-level Vectors/ folder).
         .target(
             name: "GuestVaultVectors",
@@ -169,6 +178,11 @@ let package = Package(
             name: "GuestVaultTPMTests",
             dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultCTests",
+            dependencies: ["GuestVaultC", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultCore"],
             swiftSettings: strict
         ),
         .testTarget(
