@@ -7,12 +7,13 @@ import Glibc
 enum CBuffer {
     static let prefix = 16
 
-    /// A new zero-filled buffer of `count` usable bytes (at least one byte is allocated).
+    /// A new buffer of `count` usable bytes (at least one byte is allocated); the caller
+    /// fills all of it.
     static func allocate(_ count: Int) throws -> UnsafeMutableRawPointer {
         guard count >= 0, count <= Int.max - prefix - 1 else {
             throw CAPIError(.capiLimit, "a buffer of \(count) bytes is too large")
         }
-        guard let base = calloc(1, prefix + max(count, 1)) else {
+        guard let base = malloc(prefix + max(count, 1)) else {
             throw CAPIError(.capiAllocation, "could not allocate \(count) bytes")
         }
         base.storeBytes(of: UInt64(count), as: UInt64.self)
@@ -20,11 +21,12 @@ enum CBuffer {
     }
 
     /// A copy of `bytes` for C.
-    static func copy(_ bytes: some Collection<UInt8>) throws -> (UnsafeMutablePointer<UInt8>, Int) {
+    static func copy(_ bytes: [UInt8]) throws -> (UnsafeMutablePointer<UInt8>, Int) {
         let memory = try allocate(bytes.count)
-        let typed = memory.bindMemory(to: UInt8.self, capacity: max(bytes.count, 1))
-        _ = UnsafeMutableBufferPointer(start: typed, count: bytes.count).initialize(from: bytes)
-        return (typed, bytes.count)
+        bytes.withUnsafeBytes { source in
+            if let base = source.baseAddress { memory.copyMemory(from: base, byteCount: source.count) }
+        }
+        return (memory.bindMemory(to: UInt8.self, capacity: max(bytes.count, 1)), bytes.count)
     }
 
     /// A NUL-terminated copy of `string` for C.
