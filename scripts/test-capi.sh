@@ -7,7 +7,8 @@
 #   4. checks that the header and the library's exported C symbols (nm -D) agree;
 #   5. cross-checks with the CLI: a container made through C opens with
 #      `guestvault get`, and one made by `guestvault create/put` opens through C;
-#   6. prints the C-caller seal benchmark (figures only).
+#   6. compiles and runs the complete example of docs/C-API.md;
+#   7. prints the C-caller seal benchmark (figures only).
 # Ends with "N passed, M failed"; exits non-zero on any failure.
 #
 #   scripts/test-capi.sh [--configuration debug|release] [--no-build]
@@ -111,6 +112,12 @@ cross_cli_to_c() {
     cmp "$work/cli-in" "$work/cli-out"
 }
 step "a container made by the CLI opens through C" cross_cli_to_c
+
+doc_example() { # the complete example of docs/C-API.md compiles and runs
+    awk '/^```c$/{f=1;next} /^```$/{f=0} f' docs/C-API.md > "$work/example.c" &&
+        compile "$work/example" "$work/example.c" && mkdir -p "$work/example-run" && "$work/example" "$work/example-run" >/dev/null
+}
+step "the example in docs/C-API.md compiles and runs" doc_example
 
 bench() {
     compile "$work/capi_bench" Tests/CAPI/capi_bench.c -O2 && mkdir -p "$work/bench" && "$work/capi_bench" "$work/bench"
