@@ -4,11 +4,12 @@
 #      installed header, linked through pkg-config, and runs it;
 #   2. the same under AddressSanitizer;
 #   3. runs the Python ctypes round trip;
-#   4. checks that the header and the library's exported C symbols (nm -D) agree;
-#   5. cross-checks with the CLI: a container made through C opens with
+#   4. runs a PKCS#11 (SoftHSM2) vault round trip through C;
+#   5. checks that the header and the library's exported C symbols (nm -D) agree;
+#   6. cross-checks with the CLI: a container made through C opens with
 #      `guestvault get`, and one made by `guestvault create/put` opens through C;
-#   6. compiles and runs the complete example of docs/C-API.md;
-#   7. prints the C-caller seal benchmark (figures only).
+#   7. compiles and runs the complete example of docs/C-API.md;
+#   8. prints the C-caller seal benchmark (figures only).
 # Ends with "N passed, M failed"; exits non-zero on any failure.
 #
 #   scripts/test-capi.sh [--configuration debug|release] [--no-build]
@@ -92,6 +93,17 @@ symbols() {
     echo "$(wc -l < "$work/declared") functions declared and exported"
 }
 step "header and exported C symbols (nm -D) agree" symbols
+
+pkcs11() { # a SoftHSM2 token in a private configuration
+    local module=/usr/lib/softhsm/libsofthsm2.so dir="$work/softhsm"
+    mkdir -p "$dir/tokens" && chmod 700 "$dir" || return 1
+    printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir" > "$dir/softhsm2.conf"
+    export SOFTHSM2_CONF="$dir/softhsm2.conf"
+    softhsm2-util --init-token --free --label gv-capi --so-pin 5678 --pin 1234 >/dev/null || return 1
+    (umask 077; echo 1234 > "$dir/user.pin")
+    "$work/capi_test" pkcs11 "$dir" "$module" gv-capi "$dir/user.pin"
+}
+step "PKCS#11 vault (SoftHSM2) through C" pkcs11
 
 cross_c_to_cli() {
     local v="$work/cross-vault" uuid="9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"

@@ -6,6 +6,7 @@
  *   capi_test run DIR                    the whole test in the empty directory DIR
  *   capi_test get VAULT STATE NAME OUT   reads entry NAME of STATE to file OUT (CLI cross-check)
  *   capi_test make VAULT STATE UUID NAME IN   creates STATE with entry NAME from file IN
+ *   capi_test pkcs11 DIR MODULE TOKEN PINFILE a PKCS#11 vault (SoftHSM2 token) round trip
  *
  * Prints one "ok"/"not ok" line per check and a summary; exits 1 on any failure.
  */
@@ -465,6 +466,41 @@ static int make_container(const char *vault_path, const char *state, const char 
     return status == GV_OK ? 0 : 1;
 }
 
+static int run_pkcs11(const char *dir, const char *module, const char *token, const char *pin_file) {
+    char vault_path[4096], state[4096], other[4096];
+    snprintf(vault_path, sizeof vault_path, "%s/p11-vault", dir);
+    snprintf(other, sizeof other, "%s/p11-other", dir);
+    snprintf(state, sizeof state, "%s/p11.state", dir);
+    gv_vault *vault = NULL;
+    gv_container *c = NULL;
+    expect(gv_vault_create_pkcs11(other, module, "no-such-token", pin_file, NULL, &vault), GV_E_NOT_FOUND,
+           "a PKCS#11 vault on a token that does not exist");
+    expect(gv_vault_create_pkcs11(vault_path, module, token, pin_file, NULL, &vault), GV_OK, "create a PKCS#11 vault");
+    expect(gv_container_create(vault, state, VM, &c), GV_OK, "create a container under the token's root key");
+    const uint8_t secret[] = "uefi variables under an HSM";
+    expect(gv_container_put(c, "uefi.nvram", secret, sizeof secret), GV_OK, "put");
+    expect(gv_container_commit(c, NULL), GV_OK, "commit");
+    expect(gv_container_close(c), GV_OK, "close");
+    expect(gv_vault_close(vault), GV_OK, "close the vault");
+    vault = NULL;
+    expect(gv_vault_open(vault_path, NULL, 0, &vault), GV_OK, "reopen the PKCS#11 vault");
+    expect(gv_container_open(vault, state, 0, &c), GV_OK, "reopen the container");
+    uint8_t *data = NULL;
+    size_t len = 0;
+    expect(gv_container_get(c, "uefi.nvram", &data, &len), GV_OK, "get");
+    check(len == sizeof secret && memcmp(data, secret, len) == 0, "the entry reads back through the token's key");
+    gv_buffer_free(data);
+    gv_container_close(c);
+    uint8_t *sealed = NULL;
+    size_t sealed_len = 0;
+    expect(gv_blob_seal(vault, VM, "ctx", secret, sizeof secret, &sealed, &sealed_len), GV_OK, "seal a blob with the token's key");
+    expect(gv_blob_open(vault, VM, "ctx", sealed, sealed_len, &data, &len), GV_OK, "open it");
+    gv_buffer_free(data);
+    gv_buffer_free(sealed);
+    expect(gv_vault_close(vault), GV_OK, "close");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 3 && strcmp(argv[1], "run") == 0) {
@@ -472,8 +508,13 @@ int main(int argc, char **argv) {
         printf("%d passed, %d failed\n", passed, failed);
         return failed == 0 ? 0 : 1;
     }
+    if (argc == 6 && strcmp(argv[1], "pkcs11") == 0) {
+        run_pkcs11(argv[2], argv[3], argv[4], argv[5]);
+        printf("%d passed, %d failed\n", passed, failed);
+        return failed == 0 ? 0 : 1;
+    }
     if (argc == 6 && strcmp(argv[1], "get") == 0) return get_entry(argv[2], argv[3], argv[4], argv[5]);
     if (argc == 7 && strcmp(argv[1], "make") == 0) return make_container(argv[2], argv[3], argv[4], argv[5], argv[6]);
-    fprintf(stderr, "usage: capi_test run DIR | get VAULT STATE NAME OUT | make VAULT STATE UUID NAME IN\n");
+    fprintf(stderr, "usage: capi_test run DIR | get VAULT STATE NAME OUT | make VAULT STATE UUID NAME IN | pkcs11 DIR MODULE TOKEN PINFILE\n");
     return 2;
 }
