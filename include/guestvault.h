@@ -132,7 +132,8 @@ int gv_container_create(gv_vault *vault, const char *path, const char *vm_uuid, 
 /* Opens a container; unlocks it with the vault unless GV_OPEN_NO_UNLOCK. */
 int gv_container_open(gv_vault *vault, const char *path, uint32_t flags, gv_container **out);
 /* Releases the container: staged changes that were not committed are dropped, the
- * writer lock is released. NULL is ignored. */
+ * writer lock is released (once the gv_streams opened on it are closed too; each
+ * keeps the container alive). NULL is ignored. */
 int gv_container_close(gv_container *container);
 
 /* The committed generation. */
