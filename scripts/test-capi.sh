@@ -60,6 +60,13 @@ compile() { # compile OUTPUT SOURCE [EXTRA FLAGS...]
 }
 
 step "pkg-config finds guestvault" pkg-config --exists guestvault
+header_languages() { # the installed header is pedantic C99 and valid C++ (extern "C")
+    printf '#include <guestvault.h>\nint main(void) { return gv_abi_version() == GV_ABI_VERSION ? 0 : 1; }\n' > "$work/header.c"
+    # shellcheck disable=SC2046
+    cc -std=c99 -pedantic -Wall -Wextra -Werror $(pkg-config --cflags guestvault) -fsyntax-only "$work/header.c" &&
+        c++ -std=c++11 -Wall -Wextra -Werror $(pkg-config --cflags guestvault) -fsyntax-only -x c++ "$work/header.c"
+}
+step "the header is pedantic C99 and C++" header_languages
 step "compile the C test (-std=c99 -Wall -Werror, pkg-config)" compile "$work/capi_test" Tests/CAPI/capi_test.c
 run_c_test() { mkdir -p "$work/run-$1" && "$work/$2" run "$work/run-$1"; }
 step "run the C test" run_c_test plain capi_test
