@@ -77,7 +77,7 @@ let package = Package(
         // MARK: Sealed state: sealed blobs and streams, the guest state container file.
         .target(
             name: "GuestVaultState",
-            dependencies: ["GuestVaultCrypto", "GuestVaultKeys", "GuestVaultSystem"],
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -155,7 +155,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultStateTests",
-            dependencies: ["GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
+            dependencies: ["GuestVaultState", "GuestVaultCore", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
