@@ -127,6 +127,14 @@ let package = Package(
         ),
 
         // MARK: Tests.
+        // The crash-consistency tests' writer (docs/RELIABILITY.md): built with the tests,
+        // not a product.
+        .executableTarget(
+            name: "guestvault-crash-tool",
+            dependencies: ["GuestVaultState", "GuestVaultKeys", "GuestVaultSystem"],
+            path: "Tests/GuestVaultCrashTool",
+            swiftSettings: strict
+        ),
         .target(
             name: "GuestVaultTestSupport",
             dependencies: ["GuestVaultSystem"],
@@ -156,7 +164,7 @@ let package = Package(
         .testTarget(
             name: "GuestVaultStateTests",
             dependencies: ["GuestVaultState", "GuestVaultCore", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
-                           "GuestVaultTestSupport", "GuestVaultCLI"],
+                           "GuestVaultTestSupport", "GuestVaultCLI", "guestvault-crash-tool"],
             swiftSettings: strict
         ),
         .testTarget(
