@@ -153,6 +153,29 @@ func appending(_ record: [UInt8], to bytes: [UInt8], at offset: Int64) -> [UInt8
         }
     }
 
+    /// An older writer could store "e" + U+0301 and "é" as two entries (they differ as
+    /// bytes). A reader keeps them apart, and a commit must not merge or trap on them.
+    @Test func canonicallyEquivalentLegacyNamesStayTwoEntries() throws {
+        let f = try MemoryFixture()
+        let (container, storage) = try f.create()
+        try container.write("é", [1])
+        try container.commit()
+        let keys = try #require(container.keys)
+        var decomposed = try container.committedEntry("é")
+        decomposed.name = "e\u{301}"
+        let entries = [decomposed, try container.committedEntry("é")]
+        let legacy = try CommitRecord(generation: container.generation + 1, previous: container.scan.commitOffset, slots: container.slots,
+                                      entries: entries, keys: keys, superblockBytes: container.scan.superblockBytes)
+        let writable = try GuestStateContainer.open(storage: MemoryStorage(appending(legacy.bytes, to: storage.bytes, at: container.logEnd)),
+                                                    path: "legacy", access: .readWrite)
+        #expect(writable.entryNames.map { Array($0.utf8) } == [Array("e\u{301}".utf8), Array("é".utf8)])
+        try writable.unlock(withKey: keys.dek, vault: nil)
+        try writable.write("z", [2])
+        #expect(try writable.commit() == 4)
+        #expect(writable.entryNames.count == 3)
+        #expect(try writable.read("é") == [1])
+    }
+
     @Test func theNilUUIDIsNotAVM() throws {
         let f = try MemoryFixture()
         let error = try #require(throws: ContainerError.self) {

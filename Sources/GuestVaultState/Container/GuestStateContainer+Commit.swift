@@ -64,7 +64,9 @@ extension GuestStateContainer {
         let keys = try unlockedKeys()
         guard access == .readWrite else { throw ContainerError(.readOnly, subject: path, reason: "opened read-only") }
         let next = try nextGeneration()
-        var entries = Dictionary(uniqueKeysWithValues: scan.manifest.entries.map { ($0.name, $0) })
+        // Keyed by the names' bytes: a String key would merge canonically equivalent
+        // names that an older writer may have stored as two entries (docs/FORMAT.md §3.4).
+        var entries = Dictionary(scan.manifest.entries.map { (Array($0.name.utf8), $0) }, uniquingKeysWith: { first, _ in first })
         var buffer: [UInt8] = []
         var cursor = appendPoint
         var hasStreams = false
@@ -73,18 +75,18 @@ extension GuestStateContainer {
             guard let change = pending[name] else { continue }
             switch change {
             case .removed:
-                entries[name] = nil
+                entries[Array(name.utf8)] = nil
             case .stream(let offset, let header, let digest):
                 hasStreams = true
                 newRecords[offset] = UInt64(StreamHeader.count) + header.sealedLength
-                entries[name] = EntryRecord(name: name, kind: .stream, sealedGeneration: next, size: header.length,
+                entries[Array(name.utf8)] = EntryRecord(name: name, kind: .stream, sealedGeneration: next, size: header.length,
                                             recordOffset: offset, salt: header.salt, digest: digest)
             case .blob(let plaintext):
                 let salt = try SecureRandom.bytes(count: 16)
                 let binding = EntryBinding(vm: vm, containerID: scan.superblock.containerID, name: name, generation: next)
                 let (body, tag) = try SealedBlob.seal(plaintext, keys: keys, salt: salt, binding: binding)
                 let record = try RecordHeader.make(kind: .blob, bodyLength: UInt64(body.count), checkedBody: body)
-                entries[name] = EntryRecord(name: name, kind: .blob, sealedGeneration: next, size: UInt64(plaintext.count),
+                entries[Array(name.utf8)] = EntryRecord(name: name, kind: .blob, sealedGeneration: next, size: UInt64(plaintext.count),
                                             recordOffset: cursor, salt: salt, digest: tag)
                 newRecords[cursor] = UInt64(body.count)
                 buffer += record.encoded()
