@@ -79,7 +79,7 @@ let package = Package(
         // MARK: Sealed state: sealed blobs and streams, the guest state container file.
         .target(
             name: "GuestVaultState",
-            dependencies: ["GuestVaultCrypto", "GuestVaultKeys", "GuestVaultSystem"],
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -136,6 +136,14 @@ let package = Package(
         ),
 
         // MARK: Tests.
+        // The crash-consistency tests' writer (docs/RELIABILITY.md): built with the tests,
+        // not a product.
+        .executableTarget(
+            name: "guestvault-crash-tool",
+            dependencies: ["GuestVaultState", "GuestVaultKeys", "GuestVaultSystem"],
+            path: "Tests/GuestVaultCrashTool",
+            swiftSettings: strict
+        ),
         .target(
             name: "GuestVaultTestSupport",
             dependencies: ["GuestVaultSystem"],
@@ -164,8 +172,8 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultStateTests",
-            dependencies: ["GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
-                           "GuestVaultTestSupport", "GuestVaultCLI"],
+            dependencies: ["GuestVaultState", "GuestVaultCore", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
+                           "GuestVaultTestSupport", "GuestVaultCLI", "guestvault-crash-tool"],
             swiftSettings: strict
         ),
         .testTarget(
