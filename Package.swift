@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "GuestVaultKeys", targets: ["GuestVaultKeys"]),
         .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
+        .library(name: "GuestVaultTPMContainer", targets: ["GuestVaultTPMContainer"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
@@ -94,9 +95,19 @@ let package = Package(
         ),
 
         // MARK: Virtual TPM over libtpms.
+        // Engine, manufacture, the swtpm-compatible server and swtpm's formats: no keys,
+        // no containers.
         .target(
             name: "GuestVaultTPM",
-            dependencies: ["CLibTPMS", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
+            dependencies: ["CLibTPMS", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem",
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // The glue between the TPM and a sealed guest state container: the TPM's storage
+        // in a container, manufacture into one, swtpm state directory import and export.
+        .target(
+            name: "GuestVaultTPMContainer",
+            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -109,8 +120,10 @@ let package = Package(
                 "GuestVaultState",
                 "GuestVaultSystem",
                 "GuestVaultTPM",
+                "GuestVaultTPMContainer",
                 "GuestVaultTransfer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/guestvault",
             swiftSettings: strict
@@ -167,7 +180,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultTPMTests",
-            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
+            dependencies: ["GuestVaultTPM", "GuestVaultTPMContainer", "GuestVaultCore", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),

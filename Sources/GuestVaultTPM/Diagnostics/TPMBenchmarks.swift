@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import GuestVaultSystem
+import GuestVaultCore
 
 /// Measurements behind `guestvault benchmark --tpm`.
 package enum TPMBenchmarks {
@@ -42,8 +43,8 @@ package enum TPMBenchmarks {
             }
             return response
         }
-        var define = TPMWriter()
-        var pub = TPMWriter()
+        var define = ByteWriter()
+        var pub = ByteWriter()
         pub.u32(index); pub.u16(TPMConstant.algSHA256); pub.u32(0x0006_0006); pub.u16(0); pub.u16(64)
         define.u16(0)
         define.sized(pub.bytes)
@@ -52,7 +53,7 @@ package enum TPMBenchmarks {
         try defined.check("TPM2_NV_DefineSpace")
         var times: [Double] = []
         for i in 0..<(rounds + 20) {
-            var w = TPMWriter()
+            var w = ByteWriter()
             w.sized([UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 64))
             w.u16(0)
             let command = TPMCommand(code: TPMConstant.ccNVWrite, handles: [TPMConstant.rhOwner, index], authorizations: 1, parameters: w.bytes).bytes

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import GuestVaultCore
 
 /// A TPM 2.0 on libtpms.
 ///

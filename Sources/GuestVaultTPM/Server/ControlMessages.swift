@@ -1,3 +1,7 @@
+import GuestVaultCore
+
+import GuestVaultCore
+
 // The messages of swtpm's control channel, as swtpm 0.7 speaks it over a stream socket
 // (Unix or TCP). The layout follows swtpm's `include/swtpm/tpm_ioctl.h`; on a socket every
 // integer field is big-endian. docs/SWTPM-PROTOCOL.md describes every message byte by byte.
@@ -53,7 +57,7 @@ public enum ControlCommand: UInt32, Sendable, CaseIterable, CustomStringConverti
         }
     }
 
-    public var description: String { "\(name) (\(SWTPMWire.hex(rawValue)))" }
+    public var description: String { "\(name) (\(SWTPMText.hex(rawValue)))" }
 }
 
 // MARK: - Result codes
@@ -96,7 +100,7 @@ public struct PTMResult: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .ioError: "TPM_IOERROR"
         case .badLocality: "TPM_BAD_LOCALITY"
         case .retry: "TPM_RETRY"
-        default: SWTPMWire.hex(rawValue)
+        default: SWTPMText.hex(rawValue)
         }
     }
 }
@@ -311,40 +315,40 @@ public enum ControlRequest: Sendable, Hashable {
     /// The request as a client writes it, in its shortest form (as swtpm_ioctl and tpm2-tss
     /// send it; QEMU pads SET_LOCALITY and RESET_TPMESTABLISHED to four payload bytes).
     public func encoded() -> [UInt8] {
-        var out: [UInt8] = []
-        SWTPMWire.put(command.rawValue, into: &out)
+        var out = ByteWriter()
+        out.u32(command.rawValue)
         switch self {
         case .getCapability, .shutdown, .getTPMEstablished, .hashStart, .hashEnd,
              .cancelTPMCommand, .storeVolatile, .stop, .getConfig, .setDataFD:
             break
         case .initialize(let flags):
-            SWTPMWire.put(flags.rawValue, into: &out)
+            out.write(flags.rawValue)
         case .setLocality(let locality):
-            out.append(locality)
+            out.u8(locality)
         case .hashData(let data):
-            SWTPMWire.put(UInt32(truncatingIfNeeded: data.count), into: &out)
-            out.append(contentsOf: data)
+            out.u32(UInt32(truncatingIfNeeded: data.count))
+            out.raw(data)
         case .resetTPMEstablished(let locality):
-            out.append(locality)
+            out.u8(locality)
         case .getStateBlob(let type, let flags, let offset):
-            SWTPMWire.put(flags.rawValue, into: &out)
-            SWTPMWire.put(type.rawValue, into: &out)
-            SWTPMWire.put(offset, into: &out)
+            out.write(flags.rawValue)
+            out.write(type.rawValue)
+            out.write(offset)
         case .setStateBlob(let type, let flags, let blob):
-            SWTPMWire.put(flags.rawValue, into: &out)
-            SWTPMWire.put(type.rawValue, into: &out)
-            SWTPMWire.put(UInt32(truncatingIfNeeded: blob.count), into: &out)
-            out.append(contentsOf: blob)
+            out.write(flags.rawValue)
+            out.write(type.rawValue)
+            out.u32(UInt32(truncatingIfNeeded: blob.count))
+            out.raw(blob)
         case .setBufferSize(let size):
-            SWTPMWire.put(size, into: &out)
+            out.write(size)
         case .getInfo(let flags, let offset):
-            SWTPMWire.put(flags.rawValue, into: &out)
-            SWTPMWire.put(offset, into: &out)
-            SWTPMWire.put(UInt32(0), into: &out)
+            out.write(flags.rawValue)
+            out.write(offset)
+            out.u32(0)
         case .lockStorage(let retries):
-            SWTPMWire.put(retries, into: &out)
+            out.write(retries)
         }
-        return out
+        return out.bytes
     }
 }
 
@@ -377,38 +381,38 @@ public enum ControlResponse: Sendable, Hashable {
 
     /// The reply's bytes.
     public func encoded() -> [UInt8] {
-        var out: [UInt8] = []
+        var out = ByteWriter()
         switch self {
         case .result(let result):
-            SWTPMWire.put(result.rawValue, into: &out)
+            out.write(result.rawValue)
         case .capabilities(let caps):
-            SWTPMWire.put(caps.rawValue, into: &out)
+            out.write(caps.rawValue)
         case .tpmEstablished(let result, let established):
-            SWTPMWire.put(result.rawValue, into: &out)
-            out.append(contentsOf: [established ? 1 : 0, 0, 0, 0])
+            out.write(result.rawValue)
+            out.raw([established ? 1 : 0, 0, 0, 0])
         case .stateBlob(let result, let flags, let data):
             let body = result == .success ? data : []
-            out.reserveCapacity(ControlChannelLimits.stateBlobReplyHeader + body.count)
-            SWTPMWire.put(result.rawValue, into: &out)
-            SWTPMWire.put(flags.rawValue, into: &out)
-            SWTPMWire.put(UInt32(truncatingIfNeeded: body.count), into: &out)
-            SWTPMWire.put(UInt32(truncatingIfNeeded: body.count), into: &out)
-            out.append(contentsOf: body)
+            out.bytes.reserveCapacity(ControlChannelLimits.stateBlobReplyHeader + body.count)
+            out.write(result.rawValue)
+            out.write(flags.rawValue)
+            out.u32(UInt32(truncatingIfNeeded: body.count))
+            out.u32(UInt32(truncatingIfNeeded: body.count))
+            out.raw(body)
         case .config(let result, let flags):
-            SWTPMWire.put(result.rawValue, into: &out)
-            SWTPMWire.put(flags.rawValue, into: &out)
+            out.write(result.rawValue)
+            out.write(flags.rawValue)
         case .bufferSize(let result, let size, let minimum, let maximum):
-            SWTPMWire.put(result.rawValue, into: &out)
-            SWTPMWire.put(size, into: &out)
-            SWTPMWire.put(minimum, into: &out)
-            SWTPMWire.put(maximum, into: &out)
+            out.write(result.rawValue)
+            out.write(size)
+            out.write(minimum)
+            out.write(maximum)
         case .info(let result, let totalLength, let chunk):
-            SWTPMWire.put(result.rawValue, into: &out)
-            SWTPMWire.put(totalLength, into: &out)
-            SWTPMWire.put(UInt32(truncatingIfNeeded: chunk.count), into: &out)
-            out.append(contentsOf: chunk)
+            out.write(result.rawValue)
+            out.write(totalLength)
+            out.u32(UInt32(truncatingIfNeeded: chunk.count))
+            out.raw(chunk)
         }
-        return out
+        return out.bytes
     }
 
     /// The GET_STATEBLOB reply for `blob` read from `offset`, as swtpm builds it: the bytes
@@ -437,39 +441,11 @@ public enum ControlResponse: Sendable, Hashable {
     }
 }
 
-// MARK: - Byte helpers
+// MARK: - Text
 
-/// Big-endian field access shared by the control and data channel codecs.
-enum SWTPMWire {
-    static func put(_ value: UInt32, into out: inout [UInt8]) {
-        out.append(UInt8(truncatingIfNeeded: value >> 24))
-        out.append(UInt8(truncatingIfNeeded: value >> 16))
-        out.append(UInt8(truncatingIfNeeded: value >> 8))
-        out.append(UInt8(truncatingIfNeeded: value))
-    }
-
-    static func put(_ value: UInt64, into out: inout [UInt8]) {
-        put(UInt32(truncatingIfNeeded: value >> 32), into: &out)
-        put(UInt32(truncatingIfNeeded: value), into: &out)
-    }
-
-    /// The big-endian u16 at `index`; the caller has checked the bounds.
-    static func u16(_ bytes: [UInt8], at index: Int) -> UInt16 {
-        UInt16(bytes[index]) << 8 | UInt16(bytes[index + 1])
-    }
-
-    /// The big-endian u32 at `index`; the caller has checked the bounds.
-    static func u32(_ bytes: [UInt8], at index: Int) -> UInt32 {
-        UInt32(bytes[index]) << 24 | UInt32(bytes[index + 1]) << 16
-            | UInt32(bytes[index + 2]) << 8 | UInt32(bytes[index + 3])
-    }
-
-    /// The big-endian u64 at `index`; the caller has checked the bounds.
-    static func u64(_ bytes: [UInt8], at index: Int) -> UInt64 {
-        UInt64(u32(bytes, at: index)) << 32 | UInt64(u32(bytes, at: index + 4))
-    }
-
-    /// `0x0000000a` style, for messages.
+/// How numbers of the swtpm protocol appear in messages.
+enum SWTPMText {
+    /// `0x0000000a` style.
     static func hex(_ value: UInt32) -> String {
         let digits = String(value, radix: 16)
         return "0x" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits

@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 
 extension TPMServer {
     /// Carries out one control command the way swtpm 0.7.1 does (docs/SWTPM-PROTOCOL.md).

@@ -3,6 +3,7 @@ import Foundation
 import Glibc
 public import GuestVaultSystem
 import Synchronization
+import GuestVaultCore
 
 /// The swtpm-compatible server: one process per VM. The data channel carries TPM
 /// commands; the control channel swtpm 0.7's commands (docs/SWTPM-PROTOCOL.md), so QEMU's

@@ -1,69 +1,38 @@
+public import GuestVaultCore
 import GuestVaultCrypto
 
 /// A refusal to read swtpm data: which file, the byte offset where the problem is (when
 /// there is one), and what is wrong, in words. Never carries key bytes.
-public struct SwtpmFormatError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// What kind of problem this is. Extensible: new codes may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
+public struct SwtpmFormatError: GuestVaultError {
+    /// The codes are ``ErrorCode`` statics: `.truncated`, `.trailingBytes`,
+    /// `.unsupportedVersion`, `.badHeader`, `.badLength`, `.tooLarge`, `.unknownTag`,
+    /// `.duplicateRecord`, `.missingRecord`, `.unexpectedRecord`, `.authenticationFailed`,
+    /// `.badPadding`, `.keyRequired`, `.wrongKeySize`, `.notEncrypted`, `.badKeyOption`,
+    /// `.badKeyFile`, `.io`.
+    public typealias Code = ErrorCode
 
-        /// The data ends before a field or record it announces.
-        public static let truncated = Code("truncated")
-        /// Bytes follow the last record, or the file is longer than its header says.
-        public static let trailingBytes = Code("trailingBytes")
-        /// The header's version is not one this reader knows.
-        public static let unsupportedVersion = Code("unsupportedVersion")
-        /// A header field other than the version is wrong (size, flags).
-        public static let badHeader = Code("badHeader")
-        /// A record's length is wrong for what the record holds.
-        public static let badLength = Code("badLength")
-        /// The file or a record is larger than the cap.
-        public static let tooLarge = Code("tooLarge")
-        /// A record has a tag swtpm does not define.
-        public static let unknownTag = Code("unknownTag")
-        /// A record appears twice.
-        public static let duplicateRecord = Code("duplicateRecord")
-        /// A record the file needs is not there.
-        public static let missingRecord = Code("missingRecord")
-        /// A record that does not belong in this kind of file.
-        public static let unexpectedRecord = Code("unexpectedRecord")
-        /// The HMAC (or, in the header-less form, the hash) does not match: wrong key or
-        /// changed bytes.
-        public static let authenticationFailed = Code("authenticationFailed")
-        /// The decrypted data's padding is malformed.
-        public static let badPadding = Code("badPadding")
-        /// The data is encrypted and no key was given.
-        public static let keyRequired = Code("keyRequired")
-        /// The key's size does not match the one the data was written with.
-        public static let wrongKeySize = Code("wrongKeySize")
-        /// A key was given but the data is not encrypted.
-        public static let notEncrypted = Code("notEncrypted")
-        /// A `--key` or `--pwdfile` option is malformed.
-        public static let badKeyOption = Code("badKeyOption")
-        /// A key file's content is not a key of the expected kind.
-        public static let badKeyFile = Code("badKeyFile")
-        /// The file could not be read or written.
-        public static let io = Code("io")
-    }
-
-    public let code: Code
+    public let code: ErrorCode
     /// The file (or blob) the problem is in.
     public let file: String
     /// The byte offset of the problem from the start of the file, if it has one.
     public let offset: Int?
     /// What is wrong and, where it helps, what to do.
     public let reason: String
+    /// What caused it (a read error, a decryption failure).
+    public let underlying: (any Error & Sendable)?
+    public let location: SourceLocation
 
-    public init(_ code: Code, file: String, offset: Int?, _ reason: String) {
+    public init(_ code: ErrorCode, file: String, offset: Int?, _ reason: String,
+                underlying: (any Error & Sendable)? = nil, fileID: String = #fileID, line: Int = #line) {
         self.code = code
         self.file = file
         self.offset = offset
         self.reason = reason
+        self.underlying = underlying
+        self.location = SourceLocation(file: fileID, line: line)
     }
 
-    public var description: String {
+    public var message: String {
         if let offset { return "\(file): at byte \(offset): \(reason)" }
         return "\(file): \(reason)"
     }
@@ -230,8 +199,12 @@ public enum SwtpmStateFile {
             throw SwtpmFormatError(.truncated, file: file, offset: bytes.count,
                                    "the file ends after \(bytes.count) bytes, inside the \(headerByteCount)-byte header")
         }
-        let header = Header(version: bytes[0], minimumVersion: bytes[1], headerSize: readU16(bytes, 2),
-                            flags: Flags(rawValue: readU16(bytes, 4)), totalLength: readU32(bytes, 6))
+        let header = try reading(file) { () throws(ByteCodecError) -> Header in
+            var r = ByteReader(bytes, to: headerByteCount, subject: file)
+            return Header(version: try r.u8("version"), minimumVersion: try r.u8("minimum version"),
+                          headerSize: try r.u16("header size"), flags: Flags(rawValue: try r.u16("flags")),
+                          totalLength: try r.u32("total length"))
+        }
         guard header.version == formatVersion else {
             throw SwtpmFormatError(.unsupportedVersion, file: file, offset: 0,
                                    "header version \(header.version); only version \(formatVersion) (swtpm 0.2 to 0.7) is read here")
@@ -274,15 +247,18 @@ public enum SwtpmStateFile {
     /// records must fill it exactly; unknown tags are refused.
     public static func parseRecords(_ bytes: ArraySlice<UInt8>, file: String) throws -> [Record] {
         var records: [Record] = []
-        var position = bytes.startIndex
-        while position < bytes.endIndex {
-            let remaining = bytes.endIndex - position
+        var reader = ByteReader(Array(bytes), base: Int64(bytes.startIndex), subject: file)
+        while !reader.isAtEnd {
+            let position = bytes.startIndex + reader.offset
+            let remaining = reader.remaining
             guard remaining >= recordHeaderByteCount else {
                 throw SwtpmFormatError(.trailingBytes, file: file, offset: position,
                                        "\(remaining) stray bytes after the last record, too few for a record header")
             }
-            let rawTag = readU16(bytes, position)
-            let length = Int(readU32(bytes, position + 2))
+            let (rawTag, declared) = try reading(file) { () throws(ByteCodecError) -> (UInt16, UInt32) in
+                (try reader.u16("record tag"), try reader.u32("record length"))
+            }
+            let length = Int(declared)
             guard let tag = Tag(rawValue: rawTag) else {
                 throw SwtpmFormatError(.unknownTag, file: file, offset: position,
                                        "unknown record tag \(rawTag) (swtpm 0.7 defines 1 to 7)")
@@ -296,8 +272,8 @@ public enum SwtpmStateFile {
                                        "a second \(tag.name) record (the first is at byte \(earlier.offset))")
             }
             let start = position + recordHeaderByteCount
+            try reading(file) { () throws(ByteCodecError) in try reader.skip(length, tag.name) }
             records.append(Record(tag: tag, offset: position, value: bytes[start..<(start + length)]))
-            position = start + length
         }
         return records
     }
@@ -314,7 +290,7 @@ public enum SwtpmStateFile {
             if key.mode == .aes256CBC { flags.insert(.stateKey256) }
             body = try seal(payload, key: key, dataTag: .encryptedData, ivTag: .ivForEncryptedData)
         } else {
-            appendRecord(.data, payload[...], to: &body)
+            body = record(.data, payload[...])
         }
         return try withHeader(body, flags: flags)
     }
@@ -330,7 +306,7 @@ public enum SwtpmStateFile {
             if key.mode == .aes256CBC { flags.insert(.stateKey256) }
             inner = try seal(payload, key: key, dataTag: .encryptedData, ivTag: .ivForEncryptedData)
         } else {
-            appendRecord(.data, payload[...], to: &inner)
+            inner = record(.data, payload[...])
         }
         var body: [UInt8] = []
         if let migrationKey {
@@ -338,7 +314,7 @@ public enum SwtpmStateFile {
             if migrationKey.mode == .aes256CBC { flags.insert(.migrationKey256) }
             body = try seal(inner, key: migrationKey, dataTag: .encryptedMigrationData, ivTag: .ivForEncryptedMigrationData)
         } else {
-            appendRecord(.migrationData, inner[...], to: &body)
+            body = record(.migrationData, inner[...])
         }
         return try withHeader(body, flags: flags)
     }
@@ -456,7 +432,8 @@ public enum SwtpmStateFile {
             return try AESCBC.decrypt(ciphertext, key: key.secret, iv: cipherIV, padding: padding(for: key.mode))
         } catch let error as CryptoError {
             throw SwtpmFormatError(.badPadding, file: file, offset: data.valueOffset,
-                                   "the data authenticate but do not decrypt to padded data (\(error.reason)); the writer was faulty")
+                                   "the data authenticate but do not decrypt to padded data; the writer was faulty",
+                                   underlying: error)
         }
     }
 
@@ -471,12 +448,11 @@ public enum SwtpmStateFile {
         try mac.update(ciphertext)
         try mac.update(iv)
         let code = try mac.finalize()
-        var out: [UInt8] = []
-        out.reserveCapacity(ciphertext.count + code.count + iv.count + 3 * recordHeaderByteCount)
+        var out = ByteWriter(capacity: ciphertext.count + code.count + iv.count + 3 * recordHeaderByteCount)
         appendRecord(dataTag, ciphertext[...], to: &out)
         appendRecord(.hmac, code[...], to: &out)
         appendRecord(ivTag, iv[...], to: &out)
-        return out
+        return out.bytes
     }
 
     static func padding(for mode: SwtpmKey.Mode) -> AESCBC.Padding {
@@ -500,7 +476,8 @@ public enum SwtpmStateFile {
                                            padding: padding(for: key.mode))
         } catch {
             throw SwtpmFormatError(.badPadding, file: file, offset: 0,
-                                   "\(context), and it does not decrypt with this key: wrong key, or the file is damaged")
+                                   "\(context), and it does not decrypt with this key: wrong key, or the file is damaged",
+                                   underlying: error)
         }
         guard plaintext.count > digestByteCount,
               constantTimeEquals(try SHA256.hash(Array(plaintext[digestByteCount...])), Array(plaintext[..<digestByteCount])) else {
@@ -519,36 +496,38 @@ public enum SwtpmStateFile {
             throw SwtpmFormatError(.tooLarge, file: "(new state file)", offset: nil,
                                    "the state would make a \(total)-byte file; the cap is \(maximumFileByteCount) bytes")
         }
-        var out: [UInt8] = [formatVersion, 1]
-        out.reserveCapacity(total)
-        appendU16(UInt16(headerByteCount), to: &out)
-        appendU16(flags.rawValue, to: &out)
-        appendU32(UInt32(total), to: &out)
-        out += body
-        return out
+        var out = ByteWriter(capacity: total)
+        out.u8(formatVersion)
+        out.u8(1)
+        out.u16(UInt16(headerByteCount))
+        out.u16(flags.rawValue)
+        out.u32(UInt32(total))
+        out.raw(body)
+        return out.bytes
     }
 
-    static func appendRecord(_ tag: Tag, _ value: ArraySlice<UInt8>, to out: inout [UInt8]) {
-        appendU16(tag.rawValue, to: &out)
-        appendU32(UInt32(value.count), to: &out)
-        out += value
+    /// One record: tag (u16), length (u32), value. The caller keeps values under the
+    /// file cap, so the length fits.
+    static func appendRecord(_ tag: Tag, _ value: ArraySlice<UInt8>, to out: inout ByteWriter) {
+        out.u16(tag.rawValue)
+        out.u32(UInt32(value.count))
+        out.raw(value)
     }
 
-    static func readU16<C: RandomAccessCollection<UInt8>>(_ bytes: C, _ offset: C.Index) -> UInt16 where C.Index == Int {
-        UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
+    static func record(_ tag: Tag, _ value: ArraySlice<UInt8>) -> [UInt8] {
+        var out = ByteWriter(capacity: recordHeaderByteCount + value.count)
+        appendRecord(tag, value, to: &out)
+        return out.bytes
     }
 
-    static func readU32<C: RandomAccessCollection<UInt8>>(_ bytes: C, _ offset: C.Index) -> UInt32 where C.Index == Int {
-        UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3])
-    }
-
-    static func appendU16(_ value: UInt16, to out: inout [UInt8]) {
-        out.append(UInt8(value >> 8))
-        out.append(UInt8(value & 0xff))
-    }
-
-    static func appendU32(_ value: UInt32, to out: inout [UInt8]) {
-        for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8((value >> UInt32(shift)) & 0xff)) }
+    /// Runs reads whose bounds were checked before; a codec error there is still
+    /// reported as this file's truncation, never a trap.
+    static func reading<T>(_ file: String, _ body: () throws(ByteCodecError) -> T) throws(SwtpmFormatError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw SwtpmFormatError(.truncated, file: file, offset: Int(error.position), error.reason, underlying: error)
+        }
     }
 
     static func hex(_ byte: UInt8) -> String {

@@ -5,6 +5,7 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTPM
+import GuestVaultTPMContainer
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(

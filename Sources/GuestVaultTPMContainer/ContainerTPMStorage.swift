@@ -1,5 +1,7 @@
 public import GuestVaultState
+public import GuestVaultTPM
 import Synchronization
+import GuestVaultCore
 
 /// TPM state kept in an unlocked, writable guest state container: each store writes
 /// the entry and commits (one write and one fdatasync) before returning.
@@ -44,16 +46,13 @@ public final class ContainerTPMStorage: TPMStateStorage {
     }
 }
 
-/// TPM state in memory only (manufacture scratch, validation, benchmarks).
-public final class MemoryTPMStorage: TPMStateStorage {
-    private let blobs = Mutex<[TPMStateBlob: [UInt8]]>([:])
-
-    public init(_ initial: [TPMStateBlob: [UInt8]] = [:]) {
-        blobs.withLock { $0 = initial }
+extension TPMStateBlob {
+    /// The container entry the blob lives in.
+    public var entryName: String {
+        switch self {
+        case .permanent: EntryName.tpmPermanent
+        case .volatile: EntryName.tpmVolatile
+        case .saveState: EntryName.tpmSaveState
+        }
     }
-
-    public func load(_ blob: TPMStateBlob) throws -> [UInt8]? { blobs.withLock { $0[blob] } }
-    public func store(_ blob: TPMStateBlob, _ bytes: [UInt8]) throws { blobs.withLock { $0[blob] = bytes } }
-    public func delete(_ blob: TPMStateBlob) throws { _ = blobs.withLock { $0.removeValue(forKey: blob) } }
-    public var snapshot: [TPMStateBlob: [UInt8]] { blobs.withLock { $0 } }
 }
