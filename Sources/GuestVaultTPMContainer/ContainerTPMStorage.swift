@@ -1,7 +1,7 @@
+import GuestVaultCore
 public import GuestVaultState
 public import GuestVaultTPM
 import Synchronization
-import GuestVaultCore
 
 /// TPM state kept in an unlocked, writable guest state container: each store writes
 /// the entry and commits (one write and one fdatasync) before returning.
@@ -28,10 +28,14 @@ public final class ContainerTPMStorage: TPMStateStorage {
         }
     }
 
+    /// A failed commit (a full disk) leaves nothing staged: the container still holds the
+    /// last committed state, and the next store starts from it.
     public func store(_ blob: TPMStateBlob, _ bytes: [UInt8]) throws {
         try container.withLock { c in
-            try c.write(blob.entryName, bytes)
-            try c.commit()
+            try Self.committing(blob, "storing", in: c) {
+                try c.write(blob.entryName, bytes)
+                try c.commit()
+            }
         }
         commitCount.add(1, ordering: .relaxed)
     }
@@ -39,10 +43,23 @@ public final class ContainerTPMStorage: TPMStateStorage {
     public func delete(_ blob: TPMStateBlob) throws {
         try container.withLock { c in
             guard c.entryNames.contains(blob.entryName) else { return }
-            try c.remove(blob.entryName)
-            try c.commit()
+            try Self.committing(blob, "deleting", in: c) {
+                try c.remove(blob.entryName)
+                try c.commit()
+            }
         }
         commitCount.add(1, ordering: .relaxed)
+    }
+
+    private static func committing(_ blob: TPMStateBlob, _ what: String, in container: GuestStateContainer,
+                                   _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch {
+            container.discardPendingChanges()
+            throw TPMEngineError(.storage, "\(what) the TPM's \(blob) state in \(container.path) failed; the container keeps its last commit",
+                                 underlying: error)
+        }
     }
 }
 
