@@ -10,10 +10,10 @@ import Testing
 /// case the misbehaving client is cut off and the TPM keeps answering.
 @Suite struct ServerLimitsTests {
     /// A vault and a container with a TPM in `dir`.
-    static func makeTPM(_ dir: TemporaryDirectory) throws -> (vault: String, state: String) {
+    static func makeTPM(_ dir: TemporaryDirectory, vm: UUID = UUID()) throws -> (vault: String, state: String) {
         let vault = dir.file("vault"), state = dir.file("vm.state")
         #expect(try Run.guestvault(["vault", "init", "--vault", vault]).status == 0)
-        let created = try Run.guestvault(["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", state])
+        let created = try Run.guestvault(["create", "--vault", vault, "--vm", vm.uuidString, "--tpm", state])
         try #require(created.status == 0, "\(created.stderr)")
         return (vault, state)
     }
@@ -201,6 +201,7 @@ import Testing
         // By now the server has read (or refused) every byte sent.
         let peak = try Self.memory(server.pid, "VmHWM")
         #expect(peak - before < 64 << 20, "serve's peak RSS grew by \((peak - before) >> 20) MiB for 30 half-sent 3.5 MB requests")
+        print("serve limits: 30 half-sent 3.5 MB SET_STATEBLOB requests: RSS \(before >> 20) MiB at rest, peak \(peak >> 20) MiB")
         #expect(Self.log(log).contains("did not arrive whole"), "\(Self.log(log).suffix(600))")
         let fresh = try StreamSocket.connect(server.controlAddress)
         #expect(try Self.control(.getCapability, on: fresh) == ControlResponse.capabilities(.swtpm071TPM2).encoded())
