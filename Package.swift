@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "GuestVaultKeys", targets: ["GuestVaultKeys"]),
         .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
+        .library(name: "GuestVaultTPMContainer", targets: ["GuestVaultTPMContainer"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
@@ -29,7 +30,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
     ],
     targets: [
         // MARK: C bindings: module maps only.
@@ -96,9 +97,19 @@ let package = Package(
         ),
 
         // MARK: Virtual TPM over libtpms.
+        // Engine, manufacture, the swtpm-compatible server and swtpm's formats: no keys,
+        // no containers.
         .target(
             name: "GuestVaultTPM",
-            dependencies: ["CLibTPMS", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
+            dependencies: ["CLibTPMS", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem",
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // The glue between the TPM and a sealed guest state container: the TPM's storage
+        // in a container, manufacture into one, swtpm state directory import and export.
+        .target(
+            name: "GuestVaultTPMContainer",
+            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -111,8 +122,10 @@ let package = Package(
                 "GuestVaultState",
                 "GuestVaultSystem",
                 "GuestVaultTPM",
+                "GuestVaultTPMContainer",
                 "GuestVaultTransfer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/guestvault",
             swiftSettings: strict
@@ -184,7 +197,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultTPMTests",
-            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
+            dependencies: ["GuestVaultTPM", "GuestVaultTPMContainer", "GuestVaultCore", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
