@@ -1,16 +1,10 @@
 public import GuestVaultCore
 
 extension ErrorCode {
-    // `truncated` and `malformed` are GuestVaultCore's (integrity).
+    // `truncated`, `malformed`, `authenticationFailed`, `rollback`, `locked`, `limit`,
+    // `alreadyExists` and `io` are GuestVaultCore's (shared by every module).
     /// Not a GuestVault container (bad magic, unknown version).
     public static let notAContainer = ErrorCode("notAContainer", .integrity)
-    /// Authentication failed: the metadata or an entry was changed, or belongs to
-    /// another container or VM.
-    public static let authenticationFailed = ErrorCode("authenticationFailed", .integrity)
-    /// The generation is older than the vault has seen for this VM.
-    public static let rollback = ErrorCode("rollback", .rollback)
-    /// Another process holds the container for writing.
-    public static let locked = ErrorCode("locked", .locked)
     /// No such entry, or no container file at the path.
     public static let noSuchEntry = ErrorCode("noSuchEntry", .notFound)
     /// An entry name (or a VM id) is not allowed (docs/FORMAT.md §3.4).
@@ -19,12 +13,6 @@ extension ErrorCode {
     public static let notUnlocked = ErrorCode("notUnlocked", .usage)
     /// The container was opened read-only, or has staged changes in the way.
     public static let readOnly = ErrorCode("readOnly", .usage)
-    /// A limit was reached (entry count, entry size, the last generation).
-    public static let limit = ErrorCode("limit", .limit)
-    /// The file already exists.
-    public static let alreadyExists = ErrorCode("alreadyExists", .alreadyExists)
-    /// A file operation failed (the ``GuestVaultSystem/SystemError`` is underneath).
-    public static let io = ErrorCode("io", .io)
 }
 
 /// The one error type of the sealed state: what failed, on which container file, entry

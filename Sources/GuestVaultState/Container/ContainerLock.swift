@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 import GuestVaultSystem
 
 /// The one-writer lock of a container: an open-file-description write lock on

@@ -1,4 +1,5 @@
 public import Foundation
+import GuestVaultCore
 public import GuestVaultCrypto
 public import GuestVaultKeys
 import GuestVaultSystem

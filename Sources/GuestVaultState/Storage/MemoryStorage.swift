@@ -1,3 +1,4 @@
+import GuestVaultCore
 /// A container in memory: for tests and the fuzzers, which run the same format code as
 /// a file without touching the disk. Syncs do nothing; a staged replacement replaces
 /// the bytes when published.

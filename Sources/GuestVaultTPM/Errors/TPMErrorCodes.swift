@@ -46,9 +46,6 @@ extension ErrorCode {
     public static let missingRecord = ErrorCode("missingRecord", .integrity)
     /// A record that does not belong in this kind of file.
     public static let unexpectedRecord = ErrorCode("unexpectedRecord", .integrity)
-    /// The HMAC (or, in the header-less form, the hash) does not match: wrong key or
-    /// changed bytes.
-    public static let authenticationFailed = ErrorCode("authenticationFailed", .integrity)
     /// The decrypted data's padding is malformed.
     public static let badPadding = ErrorCode("badPadding", .integrity)
     /// The data is encrypted and no key was given.
@@ -61,8 +58,6 @@ extension ErrorCode {
     public static let badKeyOption = ErrorCode("badKeyOption", .usage)
     /// A key file's content is not a key of the expected kind.
     public static let badKeyFile = ErrorCode("badKeyFile", .keys)
-    /// A file or directory of swtpm's could not be read or written.
-    public static let io = ErrorCode("io", .io)
 
     // MARK: swtpm state directories
 
