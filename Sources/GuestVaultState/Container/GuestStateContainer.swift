@@ -122,7 +122,7 @@ public final class GuestStateContainer {
         container.keys = keys
         container.vault = vault
         container.unlockedSlot = 0
-        try vault.counters.record(vm: vm, generation: 1)
+        try vault.counters.record(vm: vm, container: superblock.containerID, generation: 1)
         return container
     }
 
@@ -170,14 +170,14 @@ public final class GuestStateContainer {
                                  reason: "the metadata of generation \(scan.manifest.generation) does not authenticate: the file was changed")
         }
         if let vault = credentials.vault {
-            switch try vault.counters.check(vm: scan.superblock.vm, generation: scan.manifest.generation) {
+            switch try vault.counters.check(vm: scan.superblock.vm, container: scan.superblock.containerID, generation: scan.manifest.generation) {
             case .rollback(let latest) where !allowRollback:
                 throw ContainerError(.rollback, subject: path,
                                      reason: "generation \(scan.manifest.generation) is older than generation \(latest), which vault \(vault.path) has seen for VM \(scan.superblock.vm.uuidString.lowercased()): an older copy was put back")
             case .rollback:
                 break
             case .unknown, .current:
-                try vault.counters.record(vm: scan.superblock.vm, generation: scan.manifest.generation)
+                try vault.counters.record(vm: scan.superblock.vm, container: scan.superblock.containerID, generation: scan.manifest.generation)
             }
             self.vault = vault
         }
@@ -196,10 +196,10 @@ public final class GuestStateContainer {
             throw ContainerError(.authenticationFailed, subject: path, reason: "the key does not authenticate this container's metadata")
         }
         if let vault {
-            if case .rollback(let latest) = try vault.counters.check(vm: vm, generation: generation), !allowRollback {
+            if case .rollback(let latest) = try vault.counters.check(vm: vm, container: containerID, generation: generation), !allowRollback {
                 throw ContainerError(.rollback, subject: path, reason: "generation \(generation) is older than generation \(latest), which vault \(vault.path) has seen for this VM")
             }
-            try vault.counters.record(vm: vm, generation: generation)
+            try vault.counters.record(vm: vm, container: containerID, generation: generation)
             self.vault = vault
         }
         self.keys = keys
@@ -395,7 +395,7 @@ public final class GuestStateContainer {
         pending = [:]
         pendingOrder = []
         // The commit is durable; the counter follows it to disk in the background.
-        if let vault { try vault.counters.record(vm: vm, generation: scan.manifest.generation, durability: .deferred) }
+        if let vault { try vault.counters.record(vm: vm, container: containerID, generation: scan.manifest.generation, durability: .deferred) }
         try compactIfWorthIt()
         return scan.manifest.generation
     }
@@ -482,7 +482,7 @@ public final class GuestStateContainer {
                                          entries: scan.manifest.entries, keys: keys, superblockBytes: scan.superblockBytes)
         try durablyAppend(commit.bytes, at: appendPoint, syncFirst: false)
         applyCommit(commit.manifest, prefix: commit.prefix, at: commitOffset, recordLength: commit.bytes.count)
-        if let vault { try vault.counters.record(vm: vm, generation: generation) }
+        if let vault { try vault.counters.record(vm: vm, container: containerID, generation: generation) }
         return generation
     }
 
@@ -712,7 +712,7 @@ public final class GuestStateContainer {
         scan = try LogScan.scan(file)
         appendPoint = scan.logEnd
         self.keys = keys
-        if let vault { try vault.counters.record(vm: vm, generation: generation) }
+        if let vault { try vault.counters.record(vm: vm, container: containerID, generation: generation) }
     }
 }
 
