@@ -1,3 +1,4 @@
+import GuestVaultCore
 import Dispatch
 import Foundation
 import GuestVaultCrypto
@@ -62,7 +63,7 @@ import Testing
     /// Expects `result` to be a TransferError of `code`, the destination absent, and the
     /// receiver's ERROR reply (if it sent one) free of local paths.
     func expectRefused(_ result: Result<ContainerTransfer.Report, any Error>, _ code: TransferError.Code, _ f: Fixture, _ sender: ScriptedSender,
-                       sourceLocation: SourceLocation = #_sourceLocation) {
+                       sourceLocation: Testing.SourceLocation = #_sourceLocation) {
         do {
             _ = try result.get()
             Issue.record("the receiver accepted it", sourceLocation: sourceLocation)
