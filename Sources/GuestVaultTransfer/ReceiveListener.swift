@@ -41,7 +41,8 @@ extension ErrorCode {
 /// became a transfer (its sender authenticated and its manifest accepted).
 public enum ReceiveListener {
     public static func receiveOne(
-        on listener: StreamSocket, timeouts: TransferTimeouts, maximumPending: Int = 8, logger: Logger,
+        on listener: StreamSocket, timeouts: TransferTimeouts, maximumPending: Int = 8,
+        logger: Logger = Logger(label: "guestvault.transfer"),
         receive: @escaping @Sendable (ByteChannel) throws -> ContainerTransfer.Report
     ) throws -> ContainerTransfer.Report {
         let shared = Shared()
