@@ -165,7 +165,7 @@ package enum TranscriptRecorder {
             messages: messages, keyID: try Hello.keyID(for: senderAuthentication),
             firstSecret: first.unsafeCopyOfBytes(), ephemeralShared: ephemeralShared.unsafeCopyOfBytes(),
             handshakeHash: keys.handshakeHash, senderToReceiverKey: keys.senderToReceiver.unsafeCopyOfBytes(),
-            receiverToSenderKey: keys.receiverToSender.unsafeCopyOfBytes(), committedGeneration: uint64(done.payload))
+            receiverToSenderKey: keys.receiverToSender.unsafeCopyOfBytes(), committedGeneration: UInt64(bigEndianBytes: done.payload) ?? 0)
     }
 
     // MARK: The two ends: the real `ContainerTransfer` functions with fixed handshake values
@@ -206,5 +206,4 @@ package enum TranscriptRecorder {
         return frames.withLock { $0 }
     }
 
-    private static func uint64(_ bytes: some Collection<UInt8>) -> UInt64 { UInt64(bigEndianBytes: bytes) ?? 0 }
 }

@@ -53,9 +53,9 @@ import Testing
 
         func manifest(generation: UInt64? = nil, containerID: [UInt8]? = nil, length: UInt64? = nil) -> [UInt8] {
             var m = source.manifest
-            if let generation { m.replaceSubrange(48..<56, with: (0..<8).map { UInt8(truncatingIfNeeded: generation >> (56 - 8 * UInt64($0))) }) }
+            if let generation { m.replaceSubrange(48..<56, with: generation.bigEndianBytes) }
             if let containerID { m.replaceSubrange(32..<48, with: containerID) }
-            if let length { m.replaceSubrange(56..<64, with: (0..<8).map { UInt8(truncatingIfNeeded: length >> (56 - 8 * UInt64($0))) }) }
+            if let length { m.replaceSubrange(56..<64, with: length.bigEndianBytes) }
             return m
         }
     }
