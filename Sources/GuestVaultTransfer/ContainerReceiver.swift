@@ -43,7 +43,7 @@ extension ContainerTransfer {
     /// unreadable or move its counter.
     public static func receive(
         over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
-        policy: ReceivePolicy = ReceivePolicy(), logger: Logger = Logger(label: "guestvault.transfer"),
+        policy: ReceivePolicy = ReceivePolicy(), logger: Logger = ContainerTransfer.silentLogger,
         progress: ((Progress) -> Void)? = nil
     ) throws -> Report {
         try receive(over: channel, into: destination, vault: vault, authentication: authentication, policy: policy, logger: logger,
@@ -62,7 +62,7 @@ extension ContainerTransfer {
     /// `receive` with fixed handshake values and a frame observer (TranscriptRecorder).
     package static func receive(
         over channel: ByteChannel, into destination: String, vault: KeyVault, authentication: TransferAuthentication,
-        policy: ReceivePolicy = ReceivePolicy(), logger: Logger = Logger(label: "guestvault.transfer"),
+        policy: ReceivePolicy = ReceivePolicy(), logger: Logger = ContainerTransfer.silentLogger,
         progress: ((Progress) -> Void)?, handshake: FixedHandshake?, observer: ((TransferFrameEvent) -> Void)?
     ) throws -> Report {
         let start = DispatchTime.now().uptimeNanoseconds
@@ -105,6 +105,7 @@ extension ContainerTransfer {
         case .keys: "the keys do not fit, or this receiver does not accept that VM"
         case .io: "the receiver could not store the container"
         case .timeout: "the handshake took too long"
+        case .busy: "another transfer is in progress on this receiver; try again when it is done"
         default: "the transfer failed"
         }
         return "\(code): \(text)"

@@ -9,7 +9,7 @@ extension ContainerTransfer {
     /// Sends the container at `path` (unlocked with `vault`) over `channel`.
     public static func send(
         containerAt path: String, vault: KeyVault, over channel: ByteChannel, authentication: TransferAuthentication,
-        transferID: [UInt8]? = nil, logger: Logger = Logger(label: "guestvault.transfer"), progress: ((Progress) -> Void)? = nil
+        transferID: [UInt8]? = nil, logger: Logger = ContainerTransfer.silentLogger, progress: ((Progress) -> Void)? = nil
     ) throws -> Report {
         try send(containerAt: path, vault: vault, over: channel, authentication: authentication, transferID: transferID,
                  logger: logger, progress: progress, handshake: nil, observer: nil)
@@ -19,7 +19,7 @@ extension ContainerTransfer {
     /// vectors are recorded through (GuestVaultTransferTesting.TranscriptRecorder).
     package static func send(
         containerAt path: String, vault: KeyVault, over channel: ByteChannel, authentication: TransferAuthentication,
-        transferID: [UInt8]?, logger: Logger = Logger(label: "guestvault.transfer"), progress: ((Progress) -> Void)?,
+        transferID: [UInt8]?, logger: Logger = ContainerTransfer.silentLogger, progress: ((Progress) -> Void)?,
         handshake: FixedHandshake?, observer: ((TransferFrameEvent) -> Void)?
     ) throws -> Report {
         let start = DispatchTime.now().uptimeNanoseconds

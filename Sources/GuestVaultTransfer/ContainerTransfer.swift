@@ -2,6 +2,7 @@ public import Foundation
 import GuestVaultCore
 import GuestVaultCrypto
 package import GuestVaultState
+public import Logging
 
 /// Moves a sealed container between hosts (docs/TRANSFER.md §4): the sealed file as it
 /// is, its DEK inside the encrypted session so the receiver can wrap it for its own
@@ -31,6 +32,10 @@ public enum ContainerTransfer {
     static let writebackEvery: UInt64 = 8 << 20
     /// The largest container a receiver accepts unless told otherwise (1 TiB).
     public static let defaultMaximumBytes: UInt64 = 1 << 40
+
+    /// What a transfer logs to when the caller gives no logger: nothing (a library
+    /// does not choose where its records go; `guestvault` passes its own).
+    public static let silentLogger = Logger(label: "guestvault.transfer") { _ in SwiftLogNoOpLogHandler() }
 
     /// A transfer id that is the same for the same container generation, so a retry
     /// after a broken connection resumes.

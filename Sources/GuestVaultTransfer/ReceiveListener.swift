@@ -30,6 +30,8 @@ public struct TransferTimeouts: Sendable, Equatable {
 extension ErrorCode {
     /// A timeout given to a transfer is not a usable number of seconds.
     public static let invalidTimeout = ErrorCode("invalidTimeout", .usage)
+    /// Another transfer holds the listener.
+    public static let busy = ErrorCode("busy", .locked)
 }
 
 /// Serves one transfer on a listening socket the way a daemon serves logins: every
@@ -42,7 +44,7 @@ extension ErrorCode {
 public enum ReceiveListener {
     public static func receiveOne(
         on listener: StreamSocket, timeouts: TransferTimeouts, maximumPending: Int = 8,
-        logger: Logger = Logger(label: "guestvault.transfer"),
+        logger: Logger = ContainerTransfer.silentLogger,
         receive: @escaping @Sendable (ByteChannel) throws -> ContainerTransfer.Report
     ) throws -> ContainerTransfer.Report {
         let shared = Shared()
@@ -64,7 +66,7 @@ public enum ReceiveListener {
             let channel = DeadlineChannel(connection, timeouts: timeouts, claim: {
                 try shared.state.withLock { state in
                     guard !state.claimed else {
-                        throw TransferError(.peer, "another transfer is in progress on this listener; try again when it is done")
+                        throw TransferError(.busy, "another transfer is in progress on this listener; try again when it is done")
                     }
                     state.claimed = true
                 }

@@ -322,6 +322,87 @@ import Testing
         }
     }
 
+    @Test func aSecondSenderIsToldTheReceiverIsBusy() throws {
+        let host = try Host()
+        let statePath = host.dir.file("to-send.state")
+        let container = try GuestStateContainer.create(at: statePath, vm: UUID(), vault: host.senderVault)
+        try container.write("tpm.permanent", [UInt8](repeating: 9, count: 5000))
+        try container.commit()
+
+        let listener = try StreamSocket.listen(.tcp(host: "127.0.0.1", port: 0))
+        let port = try #require(listener.localPort)
+        let timeouts = try TransferTimeouts(idle: 30, handshake: 20)
+        let destination = host.dir.file("in/busy.state")
+        let vault = host.vault, recipient = host.recipient, senderKey = host.senderKey
+        let outcome = OutcomeBox()
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            outcome.set(Result {
+                try ReceiveListener.receiveOne(on: listener, timeouts: timeouts) { channel in
+                    try ContainerTransfer.receive(over: channel, into: destination, vault: vault,
+                                                  authentication: .asRecipient(recipient, accepting: .only([senderKey.publicKey])))
+                }
+            })
+            done.signal()
+        }
+        // The first sender stops before its KEY frame: its transfer holds the listener.
+        let first = GatedChannel(try StreamSocket.connect(.tcp(host: "127.0.0.1", port: port)), holdAtSend: 3)
+        let senderVault = host.senderVault
+        let firstOutcome = OutcomeBox()
+        let firstDone = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            firstOutcome.set(Result {
+                try ContainerTransfer.send(containerAt: statePath, vault: senderVault, over: first,
+                                           authentication: .toRecipient(recipient.publicKey, sender: senderKey))
+            })
+            firstDone.signal()
+        }
+        first.reachedGate.wait()
+
+        let second = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: port))
+        try second.setTimeout(seconds: 30)
+        let refused = #expect(throws: TransferError.self) {
+            try ContainerTransfer.send(containerAt: statePath, vault: senderVault, over: second,
+                                       authentication: .toRecipient(recipient.publicKey, sender: senderKey))
+        }
+        #expect(refused?.code == .peer && refused?.message.contains("busy") == true, "\(String(describing: refused))")
+
+        first.gate.signal()
+        firstDone.wait()
+        done.wait()
+        let sent = try #require(firstOutcome.get()).get()
+        #expect(try #require(outcome.get()).get().generation == sent.generation)
+    }
+
+    /// A socket whose `holdAtSend`-th send waits for ``gate``.
+    final class GatedChannel: ByteChannel, @unchecked Sendable {
+        let socket: StreamSocket
+        let holdAtSend: Int
+        let gate = DispatchSemaphore(value: 0)
+        let reachedGate = DispatchSemaphore(value: 0)
+        private var sends = 0
+
+        init(_ socket: StreamSocket, holdAtSend: Int) {
+            self.socket = socket
+            self.holdAtSend = holdAtSend
+        }
+
+        func send(_ bytes: [UInt8]) throws {
+            sends += 1
+            if sends == holdAtSend {
+                reachedGate.signal()
+                gate.wait()
+            }
+            try socket.send(bytes)
+        }
+
+        func receive(maximum: Int) throws -> [UInt8] { try socket.receive(maximum: maximum) }
+        func receive(into buffer: inout [UInt8], at offset: Int, maximum: Int) throws -> Int {
+            try socket.receive(into: &buffer, at: offset, maximum: maximum)
+        }
+        func receiveIfReady(maximum: Int) throws -> [UInt8]? { try socket.receiveIfReady(maximum: maximum) }
+    }
+
     final class OutcomeBox: @unchecked Sendable {
         private let lock = NSLock()
         private var value: Result<ContainerTransfer.Report, any Error>?
