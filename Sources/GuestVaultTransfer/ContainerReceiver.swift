@@ -138,8 +138,9 @@ private struct Receiver {
             throw TransferError(.keys, "the sender offers a container of VM \(manifest.vm.uuidString.lowercased()), which this receiver does not accept (--vm)")
         }
         guard length >= 4096 else { throw TransferError(.unexpectedFrame, "a container of \(length) bytes is too short") }
-        guard length <= policy.maximumBytes else {
-            throw TransferError(.tooLarge, "the sender announces a container of \(length) bytes; this receiver accepts at most \(policy.maximumBytes)")
+        // File offsets are Int64: a length past that is refused whatever the limit says.
+        guard length <= policy.maximumBytes, length <= UInt64(Int64.max) else {
+            throw TransferError(.tooLarge, "the sender announces a container of \(length) bytes; this receiver accepts at most \(min(policy.maximumBytes, UInt64(Int64.max)))")
         }
         // The sender is authenticated and its offer acceptable: the handshake is over.
         try secure.channel.handshakeDidComplete()

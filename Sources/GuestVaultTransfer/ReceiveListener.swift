@@ -50,7 +50,7 @@ public enum ReceiveListener {
         let shared = Shared()
         while true {
             if let result = shared.state.withLock({ $0.result }) { return try result.get() }
-            let ready = try StreamSocket.poll([listener.descriptor], timeout: 250)
+            let ready = try StreamSocket.poll([listener.descriptor], timeout: 100)
             guard !ready.isEmpty else { continue }
             let connection = try listener.accept()
             let admitted = shared.state.withLock { state -> Bool in

@@ -113,6 +113,18 @@ import Testing
         try host.expectLocalContainerIntact("after a container at 2^64-2")
     }
 
+    @Test(arguments: [UInt64.max, UInt64(Int64.max) + 1])
+    func aLengthPastEveryFileOffsetIsRefusedWithoutATrap(_ length: UInt64) throws {
+        let host = try Host()
+        let source = try host.forge(generation: 2, name: "long.state")
+        var manifest = try TransferManifest.parse(source.manifest)
+        manifest.length = length
+        var steps = source.steps()
+        steps[0] = .frame(.manifest, manifest.bytes)
+        let (result, _) = try host.receive(source, into: "long.state", policy: ReceivePolicy(maximumBytes: .max), steps: steps)
+        Self.expectCode(result, .tooLarge, "a length of \(length)")
+    }
+
     @Test func aContainerTheVaultHasACounterForIsRefused() throws {
         let host = try Host()
         // The host's own container id, far ahead: it would move the local counter.
