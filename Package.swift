@@ -87,12 +87,13 @@ let package = Package(
         // MARK: Transfer: the encrypted, authenticated framing that moves sealed state.
         .target(
             name: "GuestVaultTransfer",
-            dependencies: ["GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
             name: "GuestVaultTransferTesting",
-            dependencies: ["GuestVaultTransfer", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState"],
+            dependencies: ["GuestVaultTransfer", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState"],
             swiftSettings: strict
         ),
 
@@ -191,7 +192,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultTransferTests",
-            dependencies: ["GuestVaultTransfer", "GuestVaultTransferTesting", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
+            dependencies: ["GuestVaultCore", "GuestVaultTransfer", "GuestVaultTransferTesting", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
