@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
+        .library(name: "GuestVaultUEFI", targets: ["GuestVaultUEFI"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
@@ -100,6 +101,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: UEFI: the OVMF/EDK2 variable store and Secure Boot databases, parsed as hostile input. No I/O.
+        .target(
+            name: "GuestVaultUEFI",
+            dependencies: ["GuestVaultCore"],
+            swiftSettings: strict
+        ),
+
         // MARK: The `guestvault` command-line tool.
         .executableTarget(
             name: "GuestVaultCLI",
@@ -110,6 +118,7 @@ let package = Package(
                 "GuestVaultSystem",
                 "GuestVaultTPM",
                 "GuestVaultTransfer",
+                "GuestVaultUEFI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/guestvault",
@@ -169,6 +178,11 @@ let package = Package(
             name: "GuestVaultTPMTests",
             dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultUEFITests",
+            dependencies: ["GuestVaultUEFI", "GuestVaultCore", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
         .testTarget(
