@@ -294,7 +294,7 @@ public struct VariableStore: Sendable {
             throw fail("StartId", offset, "0x\(String(header.startID, radix: 16)), expected 0x55aa")
         }
         let nameOffset = reader.offset
-        let nameSizeField = offset + (authenticated ? 48 : 20)
+        let nameSizeField = offset + (authenticated ? 36 : 8)
         guard header.nameSize >= 2, header.nameSize % 2 == 0, Int(header.nameSize) <= limits.maximumNameBytes else {
             throw fail("NameSize", nameSizeField, "\(header.nameSize) is not an even size from 2 to \(limits.maximumNameBytes) bytes (UTF-16 with its NUL)")
         }
