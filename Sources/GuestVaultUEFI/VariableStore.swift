@@ -46,13 +46,21 @@ public struct VariableStore: Sendable {
     /// The bytes of the store between the last variable and the store's end.
     public var freeBytes: Int { header.offset + Int(header.size) - endOfVariables }
 
-    /// The live variables (VAR_ADDED, or in deleted transition with no added copy).
-    public var liveVariables: [UEFIVariable] {
-        variables.filter { variable in
+    /// The live variables (VAR_ADDED, or in deleted transition with no added copy), in
+    /// store order; computed once, in linear time, when the store is parsed.
+    public let liveVariables: [UEFIVariable]
+
+    init(volume: FirmwareVolumeHeader, header: VariableStoreHeader, variables: [UEFIVariable], endOfVariables: Int) {
+        self.volume = volume
+        self.header = header
+        self.variables = variables
+        self.endOfVariables = endOfVariables
+        struct Key: Hashable { let name: String; let vendor: EFIGUID }
+        let added = Set(variables.lazy.filter { $0.status == .added }.map { Key(name: $0.name, vendor: $0.vendor) })
+        liveVariables = variables.filter { variable in
             switch variable.status {
             case .added: true
-            case .inDeletedTransition:
-                !variables.contains { $0.status == .added && $0.name == variable.name && $0.vendor == variable.vendor }
+            case .inDeletedTransition: !added.contains(Key(name: variable.name, vendor: variable.vendor))
             default: false
             }
         }
