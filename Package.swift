@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
         .library(name: "GuestVaultTPMContainer", targets: ["GuestVaultTPMContainer"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
+        .library(name: "GuestVaultUEFI", targets: ["GuestVaultUEFI"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
@@ -114,6 +115,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: UEFI: the OVMF/EDK2 variable store and Secure Boot databases, parsed as hostile input. No I/O.
+        .target(
+            name: "GuestVaultUEFI",
+            dependencies: ["GuestVaultCore"],
+            swiftSettings: strict
+        ),
+
         // MARK: The `guestvault` command-line tool.
         .executableTarget(
             name: "GuestVaultCLI",
@@ -125,6 +133,7 @@ let package = Package(
                 "GuestVaultTPM",
                 "GuestVaultTPMContainer",
                 "GuestVaultTransfer",
+                "GuestVaultUEFI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -205,6 +214,11 @@ let package = Package(
         .testTarget(
             name: "GuestVaultCTests",
             dependencies: ["GuestVaultC", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultUEFITests",
+            dependencies: ["GuestVaultUEFI", "GuestVaultCore", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
         .testTarget(
