@@ -73,6 +73,48 @@ struct DemoSizeMiB: BoundedInteger {
     init(checked value: Int) { self.value = value }
 }
 
+/// The benchmark's stream size in MiB (16...1048576).
+struct StreamMiB: BoundedInteger {
+    static let range = 16...1_048_576
+    let value: Int
+    init(checked value: Int) { self.value = value }
+}
+
+/// The benchmark's transfer size in MiB (1...1048576).
+struct TransferMiB: BoundedInteger {
+    static let range = 1...1_048_576
+    let value: Int
+    init(checked value: Int) { self.value = value }
+}
+
+/// How many commits to time (10...1000000).
+struct CommitCount: BoundedInteger {
+    static let range = 10...1_000_000
+    let value: Int
+    init(checked value: Int) { self.value = value }
+}
+
+/// How many rounds to run (1...1000).
+struct RoundCount: BoundedInteger {
+    static let range = 1...1000
+    let value: Int
+    init(checked value: Int) { self.value = value }
+}
+
+/// A duration in seconds, above zero and at most an hour.
+struct PositiveSeconds: ExpressibleByArgument, Sendable {
+    let seconds: Double
+
+    init(seconds: Double) { self.seconds = seconds }
+
+    init?(argument: String) {
+        guard let value = Double(argument), value > 0, value <= 3600 else { return nil }
+        seconds = value
+    }
+
+    var defaultValueDescription: String { String(seconds) }
+}
+
 /// An input file, or `-` for standard input. Opened later with the safe-open checks
 /// (a FIFO, device or directory is refused with a message naming it).
 struct InputPath: ExpressibleByArgument, Sendable {

@@ -60,9 +60,14 @@ enum Failure {
         if error is any GuestVaultError {
             return (ErrorChain.message(of: error), ErrorChain.category(of: error).exitCode)
         }
-        // A Foundation or system error that no module wrapped: its own short text, not
-        // a dump of its domain and user info.
-        let text = (error as? LocalizedError)?.errorDescription ?? (error as NSError).localizedDescription
+        // A Foundation error that no module wrapped: its short text, not a dump of its
+        // domain and user info. Any other error: its own description.
+        let text: String
+        if error is CocoaError || error is POSIXError || type(of: error) is NSError.Type {
+            text = (error as NSError).localizedDescription
+        } else {
+            text = String(describing: error)
+        }
         return (text, ErrorCategory.failure.exitCode)
     }
 
