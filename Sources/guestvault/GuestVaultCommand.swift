@@ -65,7 +65,8 @@ struct GuestVaultCommand: AsyncParsableCommand {
             command = try parseAsRoot(arguments)
         } catch {
             if exitCode(for: error) == .success {
-                print(fullMessage(for: error))
+                let text = fullMessage(for: error)
+                if !text.isEmpty { print(text) }
                 Foundation.exit(0)
             }
             Failure.exitUsage(error)
@@ -78,11 +79,15 @@ struct GuestVaultCommand: AsyncParsableCommand {
             }
         } catch let error as any GuestVaultError {
             Failure.exit(error)
+        } catch let code as ExitCode {
+            // A verb that chose its exit status has already said what it wanted to.
+            Foundation.exit(code.rawValue == 0 ? 0 : min(max(code.rawValue, 1), 127))
         } catch {
             // ArgumentParser's own outcomes (help, version, a usage error found while
             // running) keep its meaning; anything else is a failure.
             if exitCode(for: error) == .success {
-                print(fullMessage(for: error))
+                let text = fullMessage(for: error)
+                if !text.isEmpty { print(text) }
                 return
             }
             if error is ValidationError || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {

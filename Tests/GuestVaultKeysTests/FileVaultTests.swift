@@ -123,7 +123,7 @@ import Testing
         _ = try KeyVault.createFileVault(at: path)
         let before = dir.snapshot()
         let error = try #require(throws: VaultError.self) { try KeyVault.createFileVault(at: path) }
-        #expect(error.code == .alreadyExists)
+        #expect(error.code == .vaultExists)
         #expect(dir.snapshot() == before)
         let notEmpty = dir.file("other")
         try FileManager.default.createDirectory(atPath: notEmpty, withIntermediateDirectories: false)
@@ -134,7 +134,7 @@ import Testing
     @Test func missingVaultIsNamed() throws {
         let dir = TemporaryDirectory()
         let error = try #require(throws: VaultError.self) { try KeyVault.open(at: dir.file("nope")) }
-        #expect(error.code == .notFound && error.description.contains("vault init"))
+        #expect(error.code == .vaultNotFound && error.description.contains("vault init"))
     }
 
     @Test func rootKeyFromAnotherVaultIsRefused() throws {

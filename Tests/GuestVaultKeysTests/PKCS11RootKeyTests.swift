@@ -115,7 +115,7 @@ struct PKCS11RootKeyTests {
             try PKCS11RootKey.importRootKey(other, module: token.modulePath, tokenLabel: token.label,
                                             pinFile: token.pinFile, keyLabel: "taken")
         }
-        #expect(error.code == .alreadyExists)
+        #expect(error.code == .vaultExists)
         #expect(error.subject == token.location)
         #expect(error.reason.contains("\"taken\"") && error.reason.contains("nothing was changed"))
         #expect(try token.open(keyLabel: "taken", createIfMissing: false).rootKeyID() == id, "the first key is untouched")
@@ -126,7 +126,7 @@ struct PKCS11RootKeyTests {
             try PKCS11RootKey.importRootKey(other, module: token.modulePath, tokenLabel: token.label,
                                             pinFile: token.pinFile, keyLabel: "generated")
         }
-        #expect(overGenerated.code == .alreadyExists)
+        #expect(overGenerated.code == .vaultExists)
 
         let short = try #require(throws: VaultError.self) {
             try PKCS11RootKey.importRootKey(SecretBytes(copying: [1, 2, 3]), module: token.modulePath, tokenLabel: token.label,
@@ -147,7 +147,7 @@ struct PKCS11RootKeyTests {
         #expect(error.reason.contains(wrongFile))
         #expect(!error.description.contains(wrongPIN) && !error.description.contains(SoftHSM.userPIN))
         // Nothing was created on the token.
-        #expect((try #require(throws: VaultError.self) { try token.open(createIfMissing: false) }).code == .notFound)
+        #expect((try #require(throws: VaultError.self) { try token.open(createIfMissing: false) }).code == .vaultNotFound)
 
         // Still refused while this process is logged in to the token with the right PIN
         // (Cryptoki then answers CKR_USER_ALREADY_LOGGED_IN without checking the PIN).
@@ -190,7 +190,7 @@ struct PKCS11RootKeyTests {
     @Test func openingWithoutCreatingNeedsTheKey() throws {
         let token = try SoftHSM.token()
         let error = try #require(throws: VaultError.self) { try token.open(keyLabel: "absent", createIfMissing: false) }
-        #expect(error.code == .notFound)
+        #expect(error.code == .vaultNotFound)
         #expect(error.subject == token.location && error.reason.contains("\"absent\""))
     }
 
@@ -295,10 +295,10 @@ struct PKCS11RootKeyTests {
 
         let large = try pinFile(String(repeating: "9", count: 4097), name: "large.pin")
         let tooLarge = try #require(throws: VaultError.self) { try open(module: "/nonexistent/module.so", pinFile: large) }
-        #expect(tooLarge.code == .io && tooLarge.subject == large)
+        #expect(tooLarge.code == .vaultIO && tooLarge.subject == large)
 
         let missing = directory.file("missing.pin")
         let absent = try #require(throws: VaultError.self) { try open(module: "/nonexistent/module.so", pinFile: missing) }
-        #expect(absent.code == .notFound && absent.subject == missing && absent.reason.contains("no PIN file"))
+        #expect(absent.code == .vaultNotFound && absent.subject == missing && absent.reason.contains("no PIN file"))
     }
 }

@@ -1,3 +1,4 @@
+import GuestVaultCore
 public import GuestVaultCrypto
 import GuestVaultSystem
 import Synchronization
@@ -184,12 +185,12 @@ public final class PKCS11RootKey: RootKeyBackend {
                 }
                 try ensureSole(key, session, target)
             } else {
-                throw target.error(.notFound,
+                throw target.error(.vaultNotFound,
                                    "no secret key labelled \"\(target.keyLabel)\" is on the token; check the key label, or create a vault on this token with `guestvault vault init --pkcs11`")
             }
         case .importKey(let value), .importExtractable(let value):
             guard found.isEmpty else {
-                throw target.error(.alreadyExists,
+                throw target.error(.vaultExists,
                                    "a secret key labelled \"\(target.keyLabel)\" is already on the token; nothing was changed. Choose another key label, or delete that key first")
             }
             let insecure: Bool
@@ -298,7 +299,7 @@ private struct Target: Sendable {
 
     var location: String { "token \(tokenLabel) (module \(module))" }
 
-    func error(_ code: VaultError.Code, _ reason: String) -> VaultError {
+    func error(_ code: ErrorCode, _ reason: String) -> VaultError {
         VaultError(code, subject: location, reason: reason)
     }
 

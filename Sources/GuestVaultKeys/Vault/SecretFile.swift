@@ -1,3 +1,4 @@
+import GuestVaultCore
 public import GuestVaultCrypto
 import GuestVaultSystem
 
@@ -38,7 +39,7 @@ public enum SecretFile {
     /// if it is over `limit` bytes. Opened with O_NOFOLLOW | O_NONBLOCK. The one reader
     /// of the vault's private files; a caller holding secret bytes zeroes them with
     /// ``zero(_:)``.
-    static func readPrivate(_ path: String, what: String, limit: Int, sealed: Bool = false, tooLarge: VaultError.Code = .io,
+    static func readPrivate(_ path: String, what: String, limit: Int, sealed: Bool = false, tooLarge: ErrorCode = .vaultIO,
                             missing: @autoclosure () -> VaultError) throws -> [UInt8] {
         guard let info = try TrustedPath.status(path) else { throw missing() }
         guard info.isRegular else {

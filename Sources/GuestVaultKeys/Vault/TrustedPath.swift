@@ -50,7 +50,7 @@ enum TrustedPath {
     static func canonical(_ path: String) throws -> String {
         guard let resolved = realpath(path, nil) else {
             let code = errno
-            throw VaultError(code == ENOENT ? .notFound : .io, subject: path, reason: "could not resolve the path: \(String(cString: strerror(code)))")
+            throw VaultError(code == ENOENT ? VaultError.Code.notFound : .io, subject: path, reason: "could not resolve the path: \(String(cString: strerror(code)))")
         }
         defer { free(resolved) }
         return String(cString: resolved)

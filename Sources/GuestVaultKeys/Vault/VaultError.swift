@@ -1,10 +1,14 @@
 public import GuestVaultCore
 
+// The codes other modules also have under the same short name (notFound, alreadyExists,
+// rollback, io) are declared here with a `vault` prefix, so that a file importing two
+// modules never sees two `ErrorCode.io`; `VaultError(.io, …)` still reads the short name
+// through ``VaultError/Code``. Their `name` strings are the short names.
 extension ErrorCode {
     /// No vault at the path (or it is not a GuestVault vault), or no such key.
-    public static let notFound = ErrorCode("notFound", .notFound)
+    public static let vaultNotFound = ErrorCode("notFound", .notFound)
     /// `vault init` on a directory that already holds a vault.
-    public static let alreadyExists = ErrorCode("alreadyExists", .alreadyExists)
+    public static let vaultExists = ErrorCode("alreadyExists", .alreadyExists)
     /// A vault file or directory other users own, can read or can write, or a PKCS#11
     /// module another user could have replaced.
     public static let insecurePermissions = ErrorCode("insecurePermissions", .permission)
@@ -29,19 +33,26 @@ extension ErrorCode {
     /// All slots are in use, or removing the last one.
     public static let slotLimit = ErrorCode("slotLimit", .limit)
     /// A generation older than the vault has seen for that VM.
-    public static let rollback = ErrorCode("rollback", .rollback)
+    public static let vaultRollback = ErrorCode("rollback", .rollback)
     /// An argument is out of range.
     public static let invalidArgument = ErrorCode("invalidArgument", .usage)
     /// A file operation failed (the system error is underneath).
-    public static let io = ErrorCode("io", .io)
+    public static let vaultIO = ErrorCode("io", .io)
 }
 
 /// The one error type of the key vaults: what failed, on which vault file or token,
 /// and what to do, with the error that caused it kept underneath (a ``SystemError``, a
 /// ``CryptoError``, a PKCS#11 failure). Never carries key material.
 public struct VaultError: GuestVaultError {
-    /// The codes are ``ErrorCode`` statics (`.wrongPassphrase`, `.corrupt`, ...).
-    public typealias Code = ErrorCode
+    /// The short names of the vault codes that other modules share (`VaultError(.io, …)`);
+    /// every other code is an ``ErrorCode`` static (`.wrongPassphrase`, `.corrupt`, ...).
+    public struct Code: Hashable, Sendable {
+        public let errorCode: ErrorCode
+        public static let notFound = Code(errorCode: .vaultNotFound)
+        public static let alreadyExists = Code(errorCode: .vaultExists)
+        public static let rollback = Code(errorCode: .vaultRollback)
+        public static let io = Code(errorCode: .vaultIO)
+    }
 
     public let code: ErrorCode
     /// The vault directory, vault file or token the error is about.
@@ -59,6 +70,11 @@ public struct VaultError: GuestVaultError {
         self.location = SourceLocation(file: file, line: line)
     }
 
+    public init(_ code: Code, subject: String, reason: String, underlying: (any Error & Sendable)? = nil,
+                file: String = #fileID, line: Int = #line) {
+        self.init(code.errorCode, subject: subject, reason: reason, underlying: underlying, file: file, line: line)
+    }
+
     /// A failed file operation on `subject`: the code follows the system error underneath
     /// (a missing file stays "not found", a permission problem stays one), `.io` otherwise.
     public static func file(_ subject: String, _ reason: String, _ error: any Error,
@@ -66,10 +82,10 @@ public struct VaultError: GuestVaultError {
         if let error = error as? VaultError { return error }
         let code: ErrorCode
         switch (error as? any GuestVaultError)?.category {
-        case .notFound?: code = .notFound
+        case .notFound?: code = .vaultNotFound
         case .permission?: code = .insecurePermissions
-        case .alreadyExists?: code = .alreadyExists
-        default: code = .io
+        case .alreadyExists?: code = .vaultExists
+        default: code = .vaultIO
         }
         return VaultError(code, subject: subject, reason: reason, underlying: error, file: file, line: line)
     }
