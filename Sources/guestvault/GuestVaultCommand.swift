@@ -3,6 +3,7 @@ import Foundation
 import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultSystem
+import Logging
 
 @main
 struct GuestVaultCommand: AsyncParsableCommand {
@@ -45,7 +46,7 @@ struct GuestVaultCommand: AsyncParsableCommand {
     /// the verb, goes through ``Failure`` (one line on standard error, exit code by
     /// category).
     static func main() async {
-        ProcessHardening.apply()
+        let hardened = ProcessHardening.apply()
         var arguments = Array(CommandLine.arguments.dropFirst())
         var levelOption: String?
         if arguments.first == "--log-level", arguments.count >= 2 {
@@ -55,8 +56,9 @@ struct GuestVaultCommand: AsyncParsableCommand {
             levelOption = String(first.dropFirst("--log-level=".count))
             arguments.removeFirst()
         }
+        let level: Logger.Level
         do {
-            CLILogging.bootstrap(level: try CLILogging.level(option: levelOption))
+            level = try CLILogging.level(option: levelOption)
         } catch {
             Failure.exit(error)
         }
@@ -70,6 +72,15 @@ struct GuestVaultCommand: AsyncParsableCommand {
                 Foundation.exit(0)
             }
             Failure.exitUsage(error)
+        }
+        // swift-log takes one bootstrap per process. `serve` chooses its own handler for
+        // now (its --log-level and --log-file); every other verb logs to stderr.
+        if !(command is Serve) {
+            CLILogging.bootstrap(level: level)
+            Logger(label: "guestvault").debug("started", metadata: [
+                "verb": "\(type(of: command).configuration.commandName ?? String(describing: type(of: command)))",
+                "nonDumpable": "\(hardened)",
+            ])
         }
         do {
             if var asyncCommand = command as? any AsyncParsableCommand {

@@ -35,6 +35,19 @@ import Testing
         }
     }
 
+    /// `--log-level` (or GUESTVAULT_LOG_LEVEL) lets records through, one line each on
+    /// stderr; by default only the failure line is there.
+    @Test func logLevelSelectsRecords() throws {
+        let debug = try CLIRunner.run(["--log-level", "debug", "vault", "status", "--vault", "/nonexistent/vault"])
+        let lines = debug.stderr.split(separator: "\n")
+        #expect(debug.status == ErrorCategory.notFound.exitCode)
+        #expect(lines.count == 2 && lines[0].contains(" debug guestvault: started") && lines[0].contains("nonDumpable=true"), "\(debug.stderr)")
+        let fromEnvironment = try CLIRunner.run(["vault", "status", "--vault", "/nonexistent/vault"], environment: ["GUESTVAULT_LOG_LEVEL": "debug"])
+        #expect(fromEnvironment.stderr.contains(" debug guestvault: started"))
+        let quiet = try CLIRunner.run(["vault", "status", "--vault", "/nonexistent/vault"], environment: ["GUESTVAULT_LOG_LEVEL": ""])
+        #expect(quiet.stderr.split(separator: "\n").count == 1)
+    }
+
     @Test func aMissingVaultExits3() throws {
         let dir = TemporaryDirectory()
         expectFailure(try CLIRunner.run(["vault", "status", "--vault", dir.file("none")]), .notFound, mentioning: dir.file("none"))
