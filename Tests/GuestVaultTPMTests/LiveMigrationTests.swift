@@ -73,16 +73,29 @@ struct LiveMigrationTests {
                 try body(server.tcti)
                 _ = server.terminate()
             case .swtpm:
-                let port = UInt16.random(in: 20000...60000) & ~1
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: Run.which("swtpm")!)
-                p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
-                               "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1", "--flags", "not-need-init,startup-clear"]
-                p.standardError = FileHandle.nullDevice
-                try p.run()
-                defer { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
-                waitUntil { (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port + 1))) != nil }
-                try body(["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"])
+                // A random port may be taken by another test's server: then this swtpm
+                // exits at once (bind fails) and tpm2-tools would talk to the other
+                // server. Try again on another port until our own swtpm is the one
+                // listening (it is still running once its control port answers).
+                for attempt in 1...8 {
+                    let port = UInt16.random(in: 20000...60000) & ~1
+                    let p = Process()
+                    p.executableURL = URL(fileURLWithPath: Run.which("swtpm")!)
+                    p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
+                                   "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1", "--flags", "not-need-init,startup-clear"]
+                    p.standardError = FileHandle.nullDevice
+                    try p.run()
+                    defer { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+                    let answered = waitUntil(attempts: 3000) {
+                        !p.isRunning || (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port + 1))) != nil
+                    }
+                    guard answered, p.isRunning else {
+                        if attempt == 8 { throw POSIXError(.EADDRINUSE) }
+                        continue
+                    }
+                    try body(["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"])
+                    return
+                }
             }
         }
     }
@@ -164,8 +177,10 @@ struct LiveMigrationTests {
             #expect(setup.status == 0, "\(setup.stderr)")
         }
         try from.read { tcti in
-            _ = try Run.program(Run.which("tpm2_nvdefine")!, ["0x1500020", "-C", "o", "-s", "\(nvData.count)", "-a", "ownerread|ownerwrite"], environment: tcti)
-            _ = try Run.program(Run.which("tpm2_nvwrite")!, ["0x1500020", "-C", "o", "-i", "-"], environment: tcti, input: Data(nvData))
+            let define = try Run.program(Run.which("tpm2_nvdefine")!, ["0x1500020", "-C", "o", "-s", "\(nvData.count)", "-a", "ownerread|ownerwrite"], environment: tcti)
+            #expect(define.status == 0, "tpm2_nvdefine: \(define.stderr)")
+            let write = try Run.program(Run.which("tpm2_nvwrite")!, ["0x1500020", "-C", "o", "-i", "-"], environment: tcti, input: Data(nvData))
+            #expect(write.status == 0, "tpm2_nvwrite: \(write.stderr)")
         }
 
         // The source VM boots to "No bootable device", then migrates to a file.
