@@ -265,7 +265,7 @@ import Testing
         let source = try ServedTPM(vault: vault, state: state, extraArguments: ["--migration-key", argument])
         let perm = try Self.getBlob(.permanent, at: source.controlAddress)
         #expect(source.terminate() == 0)
-        #expect(perm.flags == PTMStateFlags.encrypted.rawValue && !SealedMigrationBlob.isSealed(perm.blob))
+        #expect(perm.flags == 0 && !SealedMigrationBlob.isSealed(perm.blob), "swtpm's reply flags for a migration-key blob")
         let header = try SwtpmStateFile.parseHeader(perm.blob, file: "perm")
         #expect(header.flags.contains(.migrationEncrypted) && header.flags.contains(.migrationKey256))
 

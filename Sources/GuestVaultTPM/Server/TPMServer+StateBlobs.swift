@@ -32,7 +32,10 @@ extension TPMServer {
     /// The blob as it leaves: swtpm's migration encryption, plaintext, or sealed.
     func sealOutgoing(_ state: [UInt8], _ blob: TPMStateBlob) throws -> (bytes: [UInt8], encrypted: Bool) {
         if let migrationKey {
-            return (try SwtpmStateFile.encodeBlob(state, key: nil, migrationKey: migrationKey), true)
+            // swtpm reports PTM_STATE_FLAG_ENCRYPTED only for its state-file key, never
+            // for the migration key; QEMU hands the flag back on SET_STATEBLOB, where
+            // swtpm would then look for a state-file key. So: flags 0, as swtpm.
+            return (try SwtpmStateFile.encodeBlob(state, key: nil, migrationKey: migrationKey), false)
         }
         if configuration.migration.allowPlaintext {
             logger.warning("GET_STATEBLOB: the \(blob) state leaves in plaintext (--allow-plaintext-migration)")
