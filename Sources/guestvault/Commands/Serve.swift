@@ -155,13 +155,6 @@ struct Serve: ParsableCommand {
                                  notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear"),
                                  limits: limits, migration: migrationSettings),
             logger: logger, migrationHost: storage)
-        if case .tcp = control {
-            logger.warning("the control channel is TCP \(control): it is unauthenticated; anyone who can reach it can stop or reset the TPM (state blobs on it stay sealed\(migrationSettings.allowPlaintext ? ", except: --allow-plaintext-migration is on" : ""))")
-        }
-        if migrationSettings.allowPlaintext {
-            logger.warning("--allow-plaintext-migration: the TPM's state blobs leave and enter in plaintext on the control channel")
-        }
-
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
@@ -171,6 +164,13 @@ struct Serve: ParsableCommand {
             source.setEventHandler { server.requestStop() }
             source.resume()
         }
+        if case .tcp = control {
+            logger.warning("the control channel is TCP \(control): it is unauthenticated; anyone who can reach it can stop or reset the TPM (state blobs on it stay sealed\(migrationSettings.allowPlaintext ? ", except: --allow-plaintext-migration is on" : ""))")
+        }
+        if migrationSettings.allowPlaintext {
+            logger.warning("--allow-plaintext-migration: the TPM's state blobs leave and enter in plaintext on the control channel")
+        }
+
         logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
         try server.run()
         try storage.flush()
