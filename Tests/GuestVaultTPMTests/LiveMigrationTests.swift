@@ -22,6 +22,8 @@ struct LiveMigrationTests {
         var state: String { dir.file("\(name).state") }
         var swtpmDir: String { dir.file("\(name)-swtpm") }
         var process: Process?
+        /// Options for the server QEMU talks to (the migration key).
+        var serveArguments: [String] = []
 
         init(_ kind: Kind, _ name: String, dir: TemporaryDirectory) {
             self.kind = kind
@@ -35,10 +37,10 @@ struct LiveMigrationTests {
             switch kind {
             case .guestvault:
                 p.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
-                p.arguments = ["serve", "--vault", vault, state, "--ctrl", "unix:\(socket)"]
+                p.arguments = ["serve", "--vault", vault, state, "--ctrl", "unix:\(socket)"] + serveArguments
             case .swtpm:
                 p.executableURL = URL(fileURLWithPath: Run.which("swtpm")!)
-                p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--ctrl", "type=unixio,path=\(socket)"]
+                p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--ctrl", "type=unixio,path=\(socket)"] + serveArguments
             }
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
@@ -165,6 +167,15 @@ struct LiveMigrationTests {
         let from = Host(source, "source", dir: dir), to = Host(destination, "destination", dir: dir)
         let vm = UUID().uuidString
         let nvData = Array("migrated with the VM".utf8)
+        // Between guestvault and swtpm both sides hold the same swtpm migration key (as
+        // libvirt passes one); between two guestvaults the blobs are sealed under the
+        // container's key with no option at all.
+        if source != destination || source == .swtpm {
+            let key = dir.file("migration.key")
+            try Data(String(repeating: "5a", count: 32).utf8).write(to: URL(fileURLWithPath: key))
+            from.serveArguments = ["--migration-key", "file=\(key),mode=aes-256-cbc"]
+            to.serveArguments = from.serveArguments
+        }
 
         // Source: a TPM with an NV index written before the VM starts.
         switch source {
@@ -197,6 +208,11 @@ struct LiveMigrationTests {
         }
         #expect(completed, "the source migration completed")
         sourceQEMU.kill()
+        // The migration stream holds the TPM's state only encrypted: not the NV value.
+        let streamBytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: stream)))
+        #expect(!streamBytes.isEmpty)
+        #expect(MigrationBlobTests.containsAnyRun(of: nvData, in: streamBytes, window: nvData.count) == false,
+                "the NV value is in the migration stream in plaintext")
 
         // The destination: its TPM (the container follows with send/receive between two
         // GuestVault hosts; a fresh TPM otherwise), then QEMU loads the stream.

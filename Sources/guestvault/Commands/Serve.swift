@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import GuestVaultCore
 import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
@@ -21,6 +22,18 @@ struct Serve: ParsableCommand {
             Logging: one line per record with the VM's id, to standard error, or appended to
             --log-file (created 0600; a symlink or another user's file is refused). The level
             is --log-level (default: warning; --verbose is --log-level debug).
+
+            Migration (docs/SWTPM-PROTOCOL.md, section 9; docs/MIGRATION-BLOB.md): GET_STATEBLOB
+            hands out the TPM's state sealed with AES-256-GCM under a key derived from the
+            container's DEK, bound to the VM, container, blob type and generation; only a host
+            holding this container (or sent it) can open it, and SET_STATEBLOB accepts only
+            such blobs, refusing older blob sets as a rollback. --migration-key uses swtpm's
+            migration key instead (for migrating to or from swtpm with the same key);
+            --allow-plaintext-migration hands out and accepts plaintext blobs (an swtpm
+            without a key). --migration incoming,release-lock-outgoing hands the container's
+            writer lock over for shared storage, as swtpm 0.8 does.
+            The control channel is unauthenticated: keep it a Unix socket (0600); a TCP
+            control channel needs an explicit address and reaches anyone on that host.
 
             Limits (docs/SWTPM-PROTOCOL.md, section 8): at most --max-control-connections
             control clients at once (others wait in the backlog), a control request must
@@ -71,6 +84,28 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Milliseconds a client may take to read a reply.", valueName: "ms"))
     var writeTimeout: Int32 = TPMServer.Limits().writeTimeout
 
+    @Option(help: ArgumentHelp("swtpm's migration key: file=PATH|fd=N|pwdfile=PATH|pwdfd=N[,mode=aes-128-cbc|aes-256-cbc][,format=hex|binary][,kdf=sha512|pbkdf2]. State blobs leave encrypted with it as swtpm does, and swtpm's are accepted.", valueName: "spec"))
+    var migrationKey: String?
+
+    @Flag(help: "Hand out and accept plaintext state blobs (for an swtpm without a migration key). Logged.")
+    var allowPlaintextMigration = false
+
+    @Option(help: ArgumentHelp("swtpm's --migration: incoming (take the container's writer lock only when the state arrives), release-lock-outgoing (give it up once QEMU took the state). For shared storage.", valueName: "options"))
+    var migration: String?
+
+    /// The migration settings of the server from the options (the swtpm front ends set
+    /// the same fields of ``TPMServer/Migration``).
+    func migrationSettings() throws -> TPMServer.Migration {
+        var settings = TPMServer.Migration(allowPlaintext: allowPlaintextMigration)
+        if let migrationKey {
+            do { settings.key = try MigrationKeySpec(parsing: migrationKey) } catch { throw ValidationError(ErrorChain.message(of: error)) }
+        }
+        if let migration {
+            do { try settings.parseSwtpmMigrationOption(migration) } catch { throw ValidationError(ErrorChain.message(of: error)) }
+        }
+        return settings
+    }
+
     /// The logger the CLI chooses: a line per record, to standard error or the log file.
     func makeLogger() throws -> Logger {
         let level: Logger.Level
@@ -100,23 +135,26 @@ struct Serve: ParsableCommand {
         guard maxControlConnections >= 1, requestTimeout >= 1, writeTimeout >= 1 else {
             throw ValidationError("--max-control-connections, --request-timeout and --write-timeout must be at least 1")
         }
+        let migrationSettings = try migrationSettings()
         var logger = try makeLogger()
-        let container = try GuestStateContainer.open(at: state, access: .readWrite)
-        try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+        // An incoming migration on shared storage does not take the writer lock until the
+        // state arrives (the source still holds it).
+        let container = try GuestStateContainer.open(at: state, access: migrationSettings.incoming ? .readOnly : .readWrite)
+        let keyVault = try vault.open()
+        try container.unlock(with: UnlockCredentials(vault: keyVault), allowRollback: allowRollback)
         guard container.entryNames.contains(EntryName.tpmPermanent) else {
             throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
         }
         logger[metadataKey: "vm"] = "\(container.info.vm.uuidString.lowercased())"
-        let storage = ContainerTPMStorage(container: container)
+        let storage = ContainerTPMStorage(container: container, vault: keyVault)
         let limits = TPMServer.Limits(maximumControlConnections: maxControlConnections, requestTimeout: requestTimeout,
                                       writeTimeout: writeTimeout)
         let server = try TPMServer(
             storage: storage,
             configuration: .init(dataAddress: data, controlAddress: control,
                                  notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear"),
-                                 limits: limits),
-            logger: logger)
-
+                                 limits: limits, migration: migrationSettings),
+            logger: logger, migrationHost: storage)
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
@@ -126,6 +164,13 @@ struct Serve: ParsableCommand {
             source.setEventHandler { server.requestStop() }
             source.resume()
         }
+        if case .tcp = control {
+            logger.warning("the control channel is TCP \(control): it is unauthenticated; anyone who can reach it can stop or reset the TPM (state blobs on it stay sealed\(migrationSettings.allowPlaintext ? ", except: --allow-plaintext-migration is on" : ""))")
+        }
+        if migrationSettings.allowPlaintext {
+            logger.warning("--allow-plaintext-migration: the TPM's state blobs leave and enter in plaintext on the control channel")
+        }
+
         logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
         try server.run()
         try storage.flush()
