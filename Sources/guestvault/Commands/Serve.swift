@@ -8,6 +8,7 @@ import GuestVaultSystem
 import GuestVaultTPM
 import GuestVaultTPMContainer
 import Logging
+import Synchronization
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -136,6 +137,9 @@ struct Serve: ParsableCommand {
             throw ValidationError("--max-control-connections, --request-timeout and --write-timeout must be at least 1")
         }
         let migrationSettings = try migrationSettings()
+        // Catch SIGTERM/SIGINT before any socket listens: a supervisor that sees the
+        // sockets may stop us at once, and that request must not be lost.
+        StopSignals.install()
         var logger = try makeLogger()
         // An incoming migration on shared storage does not take the writer lock until the
         // state arrives (the source still holds it).
@@ -155,15 +159,9 @@ struct Serve: ParsableCommand {
                                  notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear"),
                                  limits: limits, migration: migrationSettings),
             logger: logger, migrationHost: storage)
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
-        let queue = DispatchQueue(label: "guestvault.signals")
-        let sources = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: queue) }
-        for source in sources {
-            source.setEventHandler { server.requestStop() }
-            source.resume()
-        }
+        // A SIGTERM that came while the server was being set up (its sockets already
+        // listen, so a supervisor may send one) is acted on now; later ones by the watcher.
+        StopSignals.forward(to: server)
         if case .tcp = control {
             logger.warning("the control channel is TCP \(control): it is unauthenticated; anyone who can reach it can stop or reset the TPM (state blobs on it stay sealed\(migrationSettings.allowPlaintext ? ", except: --allow-plaintext-migration is on" : ""))")
         }
@@ -174,6 +172,33 @@ struct Serve: ParsableCommand {
         logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
         try server.run()
         try storage.flush()
-        for source in sources { source.cancel() }
+    }
+}
+
+/// SIGTERM and SIGINT for `serve`: a handler installed first thing records the request
+/// (an atomic store, async-signal-safe); a watcher thread hands it to the server once
+/// the server exists, so a signal that arrives while the server is being set up is
+/// never lost (nor does it kill the process before the volatile state is stored).
+enum StopSignals {
+    static let requested = Atomic<Bool>(false)
+
+    static func install() {
+        signal(SIGPIPE, SIG_IGN)
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in StopSignals.requested.store(true, ordering: .releasing) }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = SA_RESTART
+        sigaction(SIGTERM, &action, nil)
+        sigaction(SIGINT, &action, nil)
+    }
+
+    static func forward(to server: TPMServer) {
+        // requestStop() is an atomic store, safe from any thread.
+        nonisolated(unsafe) let target = server
+        let thread = Thread {
+            while !StopSignals.requested.load(ordering: .acquiring) { usleep(20_000) }
+            target.requestStop()
+        }
+        thread.start()
     }
 }
