@@ -6,7 +6,7 @@ import Synchronization
 /// TPM state kept in an unlocked, writable guest state container: each store writes
 /// the entry and commits (one write and one fdatasync) before returning.
 public final class ContainerTPMStorage: TPMStateStorage {
-    private let container: Mutex<GuestStateContainer>
+    let container: Mutex<GuestStateContainer> // internal: UEFIVarsFile.swift and HostChannel.swift seal entries beside the TPM
     private let commitCount = Atomic<Int>(0)
 
     /// Durable commits made for the TPM (one per NV change).

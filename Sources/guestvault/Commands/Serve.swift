@@ -71,6 +71,22 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Milliseconds a client may take to read a reply.", valueName: "ms"))
     var writeTimeout: Int32 = TPMServer.Limits().writeTimeout
 
+    // Trusted launch (TrustedLaunchCommands.swift, docs/TRUSTED-LAUNCH.md).
+    @Option(help: ArgumentHelp("Give QEMU the VM's UEFI variables as this pflash file: made from the container's uefi.vars (on tmpfs, 0600), sealed back when it changes and at stop, then removed.", valueName: "path"))
+    var uefiVars: String?
+
+    @Option(help: ArgumentHelp("Milliseconds between checks of the --uefi-vars file for changes (the window a host crash can lose, plus one commit).", valueName: "ms"))
+    var uefiPoll: Int = 500
+
+    @Option(help: ArgumentHelp("A host-only Unix socket (0600) for `guestvault pcrs`, `policy record` and `policy check` while the VM runs.", valueName: "path"))
+    var hostSocket: String?
+
+    @Flag(help: "Check the recorded boot policy once the firmware has finished measuring (its PCRs stable for --policy-settle ms); a mismatch is logged at critical.")
+    var checkPolicy = false
+
+    @Option(help: ArgumentHelp("With --check-policy: milliseconds the PCRs must stay unchanged before they are checked.", valueName: "ms"))
+    var policySettle: Int = 10_000
+
     /// The logger the CLI chooses: a line per record, to standard error or the log file.
     func makeLogger() throws -> Logger {
         let level: Logger.Level
@@ -127,7 +143,12 @@ struct Serve: ParsableCommand {
             source.resume()
         }
         logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
-        try server.run()
+        let trusted = try makeTrustedLaunch(storage: storage, logger: logger) // trusted launch
+        do { try server.run() } catch {
+            try? trusted?.finish()
+            throw error
+        }
+        try trusted?.finish()
         try storage.flush()
         for source in sources { source.cancel() }
     }
