@@ -40,7 +40,10 @@ extension Syscalls {
         guard let resolved = realpath(path, nil) else { throw SystemError("realpath", path: path, errno: errno) }
         let real = String(cString: resolved)
         free(resolved)
-        let table = try FileSystem.readFile("/proc/self/mountinfo", limit: 4 << 20)
+        // procfs reports size 0, so this is read to its end rather than by its size.
+        guard let table = FileManager.default.contents(atPath: "/proc/self/mountinfo") else {
+            throw SystemError("read", path: "/proc/self/mountinfo", errno: EIO)
+        }
         var best: (point: String, type: String)?
         for line in String(decoding: table, as: UTF8.self).split(separator: "\n") {
             // id parent major:minor root mount-point options [optional…] - type source super-options

@@ -221,8 +221,8 @@ public final class TrustedLaunchService: Sendable {
                 return
             }
             guard let selection = try? Set(policy.values().keys), let values = try? TrustedLaunchService.readPCRs(selection) else { return }
-            if values != last {
-                if checked { service.policyStatus.withLock { $0 = PolicyStatus(result: "waiting", mismatched: []) } }
+            if values != last || !checked && service.policyStatus.withLock({ $0.result != "waiting" }) {
+                service.policyStatus.withLock { $0 = PolicyStatus(result: "waiting", mismatched: []) }
                 last = values
                 stableSince = now
                 checked = false
