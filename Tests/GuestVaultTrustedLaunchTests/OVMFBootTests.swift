@@ -106,6 +106,8 @@ struct OVMFBootTests {
             let check = try Run.guestvault(["policy", "check", "--vault", vm.vault, vm.state, "--socket", host, "--json"])
             #expect(check.status == 0, "the recorded policy passes on the next boot: \(check.stdout) \(check.stderr)")
             #expect(waitFor(seconds: 120) { boot.serve.text.contains("boot policy: pass") }, "serve --check-policy: \(boot.serve.text)")
+            let status = try Run.guestvault(["policy", "status", "--socket", host])
+            #expect(status.status == 0 && status.stdout.hasPrefix("pass"), "\(status.stdout) \(status.stderr)")
             boot.qemu.stop(SIGKILL)
             #expect(boot.serve.stop(SIGTERM) == 0, "\(boot.serve.text)")
             #expect(!FileManager.default.fileExists(atPath: vars), "no plaintext VARS after stop")

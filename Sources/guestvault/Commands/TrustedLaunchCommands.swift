@@ -180,7 +180,7 @@ struct PolicyCommand: ParsableCommand {
             on a mismatch and names the PCRs that differ, in text or --json, for monitoring.
             `guestvault serve --check-policy` checks once the firmware has finished measuring.
             """,
-        subcommands: [Record.self, Check.self])
+        subcommands: [Record.self, Check.self, Status.self])
 
     struct Record: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -257,6 +257,32 @@ struct PolicyCommand: ParsableCommand {
             if !mismatched.isEmpty {
                 let error = BootPolicyError(.bootPolicyMismatch, "boot policy mismatch in \(state): PCR \(mismatched.map { String($0.pcr) }.joined(separator: ", "))")
                 FileHandle.standardError.write(Data("guestvault: \(error.message)\n".utf8))
+                throw ExitCode(ErrorCategory.policyMismatch.exitCode)
+            }
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The result of `serve --check-policy` for a running VM: waiting, pass, mismatch (exit 15), no-policy or error.",
+            discussion: """
+              guestvault policy status --socket /run/guestvault/vm1.host.sock --json
+            """)
+
+        @Option(help: ArgumentHelp("serve's host channel (its --host-socket).", valueName: "path")) var socket: String
+        @Flag(help: "Print the status as JSON.") var json = false
+
+        func run() throws {
+            guard let status = try HostChannelClient.request("policy-status", socket: socket).status else {
+                throw ValidationError("serve at \(socket) sent no policy status")
+            }
+            if json {
+                try printJSON(status)
+            } else {
+                print("\(status.result)\(status.mismatched.isEmpty ? "" : ": PCR " + status.mismatched.map { String($0.pcr) }.joined(separator: ", "))\(status.message.map { " (\($0))" } ?? "")")
+            }
+            if status.result == "mismatch" {
+                FileHandle.standardError.write(Data("guestvault: boot policy mismatch: PCR \(status.mismatched.map { String($0.pcr) }.joined(separator: ", "))\n".utf8))
                 throw ExitCode(ErrorCategory.policyMismatch.exitCode)
             }
         }
