@@ -52,6 +52,8 @@ public final class TrustedLaunchService: Sendable {
     private let logger: Logger
     private let listener: StreamSocket?
     private let stopRequested = Atomic<Bool>(false)
+    private let started = Atomic<Bool>(false)
+    private let finished = Atomic<Bool>(false)
     private let stopped = DispatchSemaphore(value: 0)
     private let policyStatus = Mutex(PolicyStatus(result: "waiting", mismatched: []))
 
@@ -65,6 +67,7 @@ public final class TrustedLaunchService: Sendable {
 
     /// Starts the thread.
     public func start() {
+        guard !started.exchange(true, ordering: .relaxed) else { return }
         let thread = Thread { [self] in
             loop()
             stopped.signal()
@@ -74,10 +77,11 @@ public final class TrustedLaunchService: Sendable {
     }
 
     /// Stops the thread, seals the VARS file a last time and removes it, and removes the
-    /// host socket.
+    /// host socket. Only the first call does anything.
     public func finish() throws {
+        guard !finished.exchange(true, ordering: .relaxed) else { return }
         stopRequested.store(true, ordering: .relaxed)
-        stopped.wait()
+        if started.load(ordering: .relaxed) { stopped.wait() }
         if let path = configuration.hostSocket { try? FileSystem.removeFile(path) }
         listener?.close()
         if let uefiVars {

@@ -119,4 +119,17 @@ struct UEFIVarsFileTests {
         #expect { try UEFIVarsFile(path: planted, storage: storage) } throws: { ($0 as? UEFIVarsError)?.code == .uefiVarsUnsafePath }
         #expect(try storage.readEntry(UEFIVarsFile.entryName) == Self.template, "another user's file is never sealed in")
     }
+
+    @Test func aServeThatCannotListenLeavesNoPlaintext() throws {
+        let vm = try TestVM(["--uefi"])
+        let memory = MemoryDirectory()
+        let vars = memory.file("vars.fd")
+        // The VARS file is made before the control socket (so QEMU finds it when the
+        // socket appears); a control address that cannot be bound must not leave it.
+        let failed = try Run.guestvault(["serve", "--vault", vm.vault, vm.state, "--ctrl", "unix:\(vm.dir.file("no-such-dir/ctrl.sock"))",
+                                         "--uefi-vars", vars])
+        #expect(failed.status != 0, "\(failed.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: vars), "no plaintext after a failed start")
+        #expect(try vm.entry("uefi.vars").map { [UInt8]($0) } == Self.template)
+    }
 }

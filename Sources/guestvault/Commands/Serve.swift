@@ -126,6 +126,10 @@ struct Serve: ParsableCommand {
         let storage = ContainerTPMStorage(container: container)
         let limits = TPMServer.Limits(maximumControlConnections: maxControlConnections, requestTimeout: requestTimeout,
                                       writeTimeout: writeTimeout)
+        // Trusted launch: the VARS file exists before the control socket, so a QEMU started
+        // when the socket appears finds it; finished (sealed, removed) on every way out.
+        let trusted = try makeTrustedLaunch(storage: storage, logger: logger)
+        defer { try? trusted?.finish() }
         let server = try TPMServer(
             storage: storage,
             configuration: .init(dataAddress: data, controlAddress: control,
@@ -143,11 +147,7 @@ struct Serve: ParsableCommand {
             source.resume()
         }
         logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
-        let trusted = try makeTrustedLaunch(storage: storage, logger: logger) // trusted launch
-        do { try server.run() } catch {
-            try? trusted?.finish()
-            throw error
-        }
+        try server.run()
         try trusted?.finish()
         try storage.flush()
         for source in sources { source.cancel() }
