@@ -113,7 +113,8 @@ let package = Package(
         // in a container, manufacture into one, swtpm state directory import and export.
         .target(
             name: "GuestVaultTPMContainer",
-            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem"],
+            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
 
@@ -222,6 +223,12 @@ let package = Package(
         .testTarget(
             name: "GuestVaultUEFITests",
             dependencies: ["GuestVaultUEFI", "GuestVaultCore", "GuestVaultTestSupport", "GuestVaultCLI"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultTrustedLaunchTests",
+            dependencies: ["GuestVaultTPMContainer", "GuestVaultTPM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem",
+                           "GuestVaultUEFI", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
         .testTarget(

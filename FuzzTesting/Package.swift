@@ -68,6 +68,10 @@ let package = Package(
             .product(name: "GuestVaultUEFI", package: "GuestVault"),
             .product(name: "GuestVaultCore", package: "GuestVault"),
         ]),
+        fuzzTarget("FuzzBootPolicy", [
+            .product(name: "GuestVaultTPMContainer", package: "GuestVault"),
+            .product(name: "GuestVaultCore", package: "GuestVault"),
+        ]),
         fuzzTarget("FuzzSwtpmStateFile", [
             .product(name: "GuestVaultTPM", package: "GuestVault"),
             .product(name: "GuestVaultCore", package: "GuestVault"),

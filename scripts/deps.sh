@@ -8,9 +8,10 @@ packages=(libtpms-dev libssl-dev pkg-config)
 if [[ "${1:-}" == "--tests" ]]; then
     # swtpm/swtpm-tools: interop peer; tpm2-tools: TPM client; softhsm2 + p11-kit
     # headers: PKCS#11 token; qemu + seabios: a real VM firmware talking to the vTPM;
-    # python3-cryptography: the independent checker of the transfer vectors.
+    # python3-cryptography: the independent checker of the transfer vectors;
+    # ovmf: UEFI firmware with Secure Boot for the trusted-launch boots.
     packages+=(swtpm swtpm-tools tpm2-tools softhsm2 libp11-kit-dev
-               qemu-system-x86 seabios openssl time python3 python3-cryptography)
+               qemu-system-x86 seabios openssl time python3 python3-cryptography ovmf)
 fi
 
 missing=()

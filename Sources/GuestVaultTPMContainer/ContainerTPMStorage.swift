@@ -14,7 +14,7 @@ import Synchronization
 /// incoming blob set in one commit, and hands the container's writer lock over for
 /// shared storage (the container is reopened read-only, or read-write, from its path).
 public final class ContainerTPMStorage: TPMStateStorage, TPMMigrationHost {
-    private let container: Mutex<GuestStateContainer>
+    let container: Mutex<GuestStateContainer> // internal: UEFIVarsFile.swift and HostChannel.swift seal entries beside the TPM
     private let commitCount = Atomic<Int>(0)
     private let path: String
     private let dek: SecretBytes?

@@ -37,6 +37,7 @@ public final class TPMEngine: Sendable {
             try LibTPMSBridge.registerCallbacks()
             try LibTPMSBridge.mainInit()
             engine.running.withLock { $0 = LibTPMSBridge.ResponseBuffer() }
+            register(engine) // trusted launch: host-side PCR reads (TPMEngine+PCRs.swift)
         } catch {
             LibTPMSBridge.terminate()
             LibTPMSBridge.CallbackContext.shared.storage.withLock { $0 = nil }
@@ -95,6 +96,7 @@ public final class TPMEngine: Sendable {
         running.withLock { buffer in
             guard buffer != nil else { return }
             buffer = nil
+            Self.register(nil) // trusted launch (TPMEngine+PCRs.swift)
             LibTPMSBridge.terminate()
             LibTPMSBridge.CallbackContext.shared.storage.withLock { $0 = nil }
             Self.live.withLock { $0 = false }

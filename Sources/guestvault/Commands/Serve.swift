@@ -107,6 +107,22 @@ struct Serve: ParsableCommand {
         return settings
     }
 
+    // Trusted launch (TrustedLaunchCommands.swift, docs/TRUSTED-LAUNCH.md).
+    @Option(help: ArgumentHelp("Give QEMU the VM's UEFI variables as this pflash file: made from the container's uefi.vars (on tmpfs, 0600), sealed back when it changes and at stop, then removed.", valueName: "path"))
+    var uefiVars: String?
+
+    @Option(help: ArgumentHelp("Milliseconds between checks of the --uefi-vars file for changes (the window a host crash can lose, plus one commit).", valueName: "ms"))
+    var uefiPoll: Int = 500
+
+    @Option(help: ArgumentHelp("A host-only Unix socket (0600) for `guestvault pcrs`, `policy record` and `policy check` while the VM runs.", valueName: "path"))
+    var hostSocket: String?
+
+    @Flag(help: "Check the recorded boot policy once the firmware has finished measuring (its PCRs stable for --policy-settle ms); a mismatch is logged at critical.")
+    var checkPolicy = false
+
+    @Option(help: ArgumentHelp("With --check-policy: milliseconds the PCRs must stay unchanged before they are checked.", valueName: "ms"))
+    var policySettle: Int = 10_000
+
     /// The logger the CLI chooses: a line per record, to standard error or the log file.
     func makeLogger() throws -> Logger {
         let level: Logger.Level
@@ -153,6 +169,10 @@ struct Serve: ParsableCommand {
         let storage = ContainerTPMStorage(container: container, vault: keyVault)
         let limits = TPMServer.Limits(maximumControlConnections: maxControlConnections, requestTimeout: requestTimeout,
                                       writeTimeout: writeTimeout)
+        // Trusted launch: the VARS file exists before the control socket, so a QEMU started
+        // when the socket appears finds it; finished (sealed, removed) on every way out.
+        let trusted = try makeTrustedLaunch(storage: storage, logger: logger)
+        defer { try? trusted?.finish() }
         let server = try TPMServer(
             storage: storage,
             configuration: .init(dataAddress: data, controlAddress: control,
@@ -171,6 +191,7 @@ struct Serve: ParsableCommand {
 
         logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
         try server.run()
+        try trusted?.finish()
         try storage.flush()
     }
 }
@@ -190,6 +211,14 @@ enum StopSignals {
         action.sa_flags = SA_RESTART
         sigaction(SIGTERM, &action, nil)
         sigaction(SIGINT, &action, nil)
+        // A parent may have started us with these signals blocked (a child inherits the
+        // mask of the thread that spawned it: a test runner's worker thread, a
+        // supervisor's); blocked, a stop would stay pending for ever.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        sigaddset(&unblock, SIGTERM)
+        sigaddset(&unblock, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     }
 
     static func forward(to server: TPMServer) {

@@ -34,6 +34,16 @@ struct Create: ParsableCommand {
     @Flag(help: "With --tpm: create the RSA-2048 and ECC P-256 endorsement keys (TCG default templates) at 0x81010001 and 0x81010002, with certificates from the vault's host CA in NV 0x01C00002 and 0x01C0000A.")
     var ek = false
 
+    // Trusted launch (TrustedLaunchCommands.swift, docs/TRUSTED-LAUNCH.md).
+    @Flag(help: "Seed the entry uefi.vars with OVMF's variable store template (/usr/share/OVMF/OVMF_VARS_4M.fd).")
+    var uefi = false
+
+    @Flag(help: "With --uefi: the template with Microsoft's keys enrolled, Secure Boot on (OVMF_VARS_4M.ms.fd; pair it with OVMF_CODE_4M.ms.fd).")
+    var secureBoot = false
+
+    @Option(help: ArgumentHelp("With --uefi: seed uefi.vars from this VARS file instead.", valueName: "file"))
+    var uefiTemplate: String?
+
     @Argument(help: ArgumentHelp("The container file to create.", valueName: "state"))
     var state: String
 
@@ -42,6 +52,7 @@ struct Create: ParsableCommand {
 
     func validate() throws {
         if ek && !tpm { throw ValidationError("--ek goes with --tpm") }
+        if (secureBoot || uefiTemplate != nil) && !uefi { throw ValidationError("--secure-boot and --uefi-template go with --uefi") }
     }
 
     func run() throws {
@@ -62,11 +73,17 @@ struct Create: ParsableCommand {
                 throw error
             }
         }
+        let seeded: (template: String, bytes: Int)?
+        do { seeded = try seedUEFI(into: container) } catch {
+            try? FileManager.default.removeItem(atPath: state)
+            throw error
+        }
         if json {
             struct Created: Encodable { let container: ContainerInfo; let tpm: TPMManufacturer.Report? }
             try printJSON(Created(container: container.info, tpm: manufactured))
         } else {
             print("Created \(state) for VM \(vmID.uuidString.lowercased()), generation \(container.generation), \(container.slots.slots.count) key slot(s)")
+            if let seeded { print("  uefi.vars: \(seeded.bytes) bytes from \(seeded.template)") }
             if let manufactured {
                 print(String(format: "  TPM 2.0 manufactured in %.1f ms (%d bytes of permanent state)", manufactured.milliseconds, manufactured.permanentStateBytes))
                 if ek {
