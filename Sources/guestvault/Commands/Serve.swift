@@ -190,6 +190,13 @@ enum StopSignals {
         action.sa_flags = SA_RESTART
         sigaction(SIGTERM, &action, nil)
         sigaction(SIGINT, &action, nil)
+        // A parent may start us with them blocked (Foundation's Process started from a
+        // Dispatch worker passes its mask on): then the handler would never run.
+        var stops = sigset_t()
+        sigemptyset(&stops)
+        sigaddset(&stops, SIGTERM)
+        sigaddset(&stops, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &stops, nil)
     }
 
     static func forward(to server: TPMServer) {
