@@ -21,13 +21,13 @@ import Testing
         let log: String
         let dataPort: UInt16?
 
-        init(vault: String, state: String, socket: String, log: String, migration: String, dataPort: UInt16? = nil) throws {
+        init(vault: String, state: String, socket: String, log: String, migration: String?, dataPort: UInt16? = nil) throws {
             self.socket = socket
             self.log = log
             self.dataPort = dataPort
             process.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
-            process.arguments = ["serve", "--vault", vault, state, "--ctrl", "unix:\(socket)", "--migration", migration,
-                                 "--log-level", "debug", "--log-file", log]
+            process.arguments = ["serve", "--vault", vault, state, "--ctrl", "unix:\(socket)", "--log-level", "debug", "--log-file", log]
+                + (migration.map { ["--migration", $0] } ?? [])
                 + (dataPort.map { ["--server", "tcp:127.0.0.1:\($0)"] } ?? [])
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
