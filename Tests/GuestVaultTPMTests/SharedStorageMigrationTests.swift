@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import GuestVaultCore
+import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTPM
 import Testing
@@ -200,6 +201,38 @@ import Testing
         #expect(sourcePCRs.count == 8 && sourcePCRs == destinationPCRs, "PCRs: \(sourcePCRs) vs \(destinationPCRs)")
         #expect(sourcePCRs.first != [UInt8](repeating: 0, count: 32), "SeaBIOS measured into PCR 0")
         #expect(read.stdout == Data(nvData), "NV: \(read.status) \(read.stderr)")
+    }
+
+    /// The lock in its two parts, without QEMU: after a hand-off an ordinary writer
+    /// (in this process or `guestvault put`) is refused, a migration writer is not; a
+    /// second migration writer is; the destination's byte keeps ordinary writers out
+    /// after the source has gone; the container is free once both have.
+    @Test func theHandOffKeepsOrdinaryWritersOutButLetsTheDestinationIn() throws {
+        let dir = TemporaryDirectory("hand-off")
+        let (vault, state) = try ServerLimitsTests.makeTPM(dir)
+        func ordinaryOpenIsLocked() -> Bool {
+            do {
+                _ = try GuestStateContainer.open(at: state, access: .readWrite)
+                return false
+            } catch {
+                return ErrorChain.contains(.locked, in: error)
+            }
+        }
+        var source: GuestStateContainer? = try GuestStateContainer.open(at: state, access: .readWrite)
+        #expect(ordinaryOpenIsLocked())
+        var handOff: ContainerHandOff? = try source!.handOffWriterLock()
+        source = nil
+        #expect(ordinaryOpenIsLocked(), "an ordinary writer got the container after the hand-off")
+        try Self.expectThirdWriter(refused: true, vault: vault, state: state, dir: dir, stage: "after the hand-off")
+        var destination: GuestStateContainer? = try GuestStateContainer.openForMigration(at: state)
+        #expect(destination?.access == .readWrite)
+        #expect(throws: (any Error).self, "a second migration writer") { _ = try GuestStateContainer.openForMigration(at: state) }
+        handOff = nil
+        #expect(ordinaryOpenIsLocked(), "an ordinary writer got the container from under the destination")
+        destination = nil
+        #expect(!ordinaryOpenIsLocked())
+        _ = handOff
+        _ = destination
     }
 
     /// LOCK_STORAGE over the control channel of an incoming server: refused (0x09) while
