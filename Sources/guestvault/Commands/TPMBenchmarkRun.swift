@@ -83,7 +83,9 @@ struct TPMBenchmarkRun {
                 }
             }
         }
-        for (index, extra) in [[], ["--allow-plaintext-migration"]].enumerated() {
+        // Both log only errors: plaintext blobs are otherwise logged one by one, and the
+        // figure would be of the log line rather than of the blob.
+        for (index, extra) in [["--log-level", "error"], ["--log-level", "error", "--allow-plaintext-migration"]].enumerated() {
             let source = FileSystem.join(scratch, "migrate-source-\(index).state")
             let destination = FileSystem.join(scratch, "migrate-destination-\(index).state")
             _ = try Self.run(self_, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", "--ek", source])
