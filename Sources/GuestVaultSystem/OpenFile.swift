@@ -132,6 +132,22 @@ public final class OpenFile: @unchecked Sendable {
         try Syscalls.tryLock(fd, exclusive: exclusive, path: path)
     }
 
+    /// What ``tryLock(_:start:length:)`` does to a byte range.
+    public enum LockChange: Sendable { case shared, exclusive, unlock }
+
+    /// Locks (or unlocks) bytes `start ..< start + length` of the file (length 0: to the
+    /// end, however far it grows), held as long as this descriptor is open; a change on a
+    /// range this descriptor already locks replaces that part atomically. Returns false
+    /// if another open file (in this or another process) holds a conflicting lock.
+    public func tryLock(_ change: LockChange, start: Int64, length: Int64) throws -> Bool {
+        let type = switch change {
+        case .shared: F_RDLCK
+        case .exclusive: F_WRLCK
+        case .unlock: F_UNLCK
+        }
+        return try Syscalls.tryLock(fd, type: Int32(type), start: start, length: length, path: path)
+    }
+
     /// The raw descriptor, for passing to another process or a system API.
     public var descriptor: Int32 { fd }
 }

@@ -143,11 +143,18 @@ enum Syscalls {
     /// An open file description lock (F_OFD_SETLK): whole file, write or read.
     /// Returns false if another process or open file holds a conflicting lock.
     static func tryLock(_ fd: Int32, exclusive: Bool, path: String) throws -> Bool {
+        try tryLock(fd, type: exclusive ? F_WRLCK : F_RDLCK, start: 0, length: 0, path: path)
+    }
+
+    /// An open file description lock (F_OFD_SETLK) of `type` (F_RDLCK, F_WRLCK or
+    /// F_UNLCK) on bytes `start ..< start + length` (length 0: to the end, however far the
+    /// file grows). Returns false if another open file holds a conflicting lock.
+    static func tryLock(_ fd: Int32, type: Int32, start: Int64, length: Int64, path: String) throws -> Bool {
         var lock = flock()
-        lock.l_type = Int16(exclusive ? F_WRLCK : F_RDLCK)
+        lock.l_type = Int16(type)
         lock.l_whence = Int16(SEEK_SET)
-        lock.l_start = 0
-        lock.l_len = 0
+        lock.l_start = off_t(start)
+        lock.l_len = off_t(length)
         lock.l_pid = 0
         let result = retrying { fcntl(fd, fOFDSetLock, &lock) }
         if result == 0 { return true }

@@ -20,6 +20,9 @@ public final class ContainerTPMStorage: TPMStateStorage, TPMMigrationHost {
     private let dek: SecretBytes?
     private let vault: KeyVault?
     private let rootKey: SecretBytes?
+    /// Kept after a hand-off (release-lock-outgoing) until the process ends: no ordinary
+    /// writer takes the container before the destination does.
+    private let handOff = Mutex<ContainerHandOff?>(nil)
     public let migrationVM: [UInt8]
     public let migrationContainerID: [UInt8]
 
@@ -154,6 +157,15 @@ public final class ContainerTPMStorage: TPMStateStorage, TPMMigrationHost {
         }
     }
 
+    public func handOffWriterLock() throws {
+        try container.withLock { c in
+            guard c.access == .readWrite else { return }
+            let kept = try c.handOffWriterLock()
+            handOff.withLock { $0 = kept }
+            c = try reopen(.readOnly)
+        }
+    }
+
     public func acquireWriterLock(retries: UInt32) throws {
         try container.withLock { c in
             guard c.access == .readOnly else { return }
@@ -175,10 +187,12 @@ public final class ContainerTPMStorage: TPMStateStorage, TPMMigrationHost {
     }
 
     /// Opens the container again from its path (read-only: no lock; read-write: takes the
-    /// lock) and unlocks it with the DEK held since the start. The old instance, and
-    /// with it a held lock, goes when it is replaced.
+    /// writer's byte of the lock, as a migration writer, which a hand-off kept by the
+    /// source does not refuse) and unlocks it with the DEK held since the start. The old
+    /// instance, and with it a held lock, goes when it is replaced.
     private func reopen(_ access: GuestStateContainer.Access) throws -> GuestStateContainer {
-        let fresh = try GuestStateContainer.open(at: path, access: access)
+        let fresh = access == .readWrite ? try GuestStateContainer.openForMigration(at: path)
+                                         : try GuestStateContainer.open(at: path, access: .readOnly)
         guard fresh.containerID == migrationContainerID else {
             throw TPMEngineError(.storage, "\(path) is now another container (its id changed); refusing to use it")
         }

@@ -160,6 +160,16 @@ struct LiveMigrationTests {
         return false
     }
 
+    /// The whole of an NV index (its size from tpm2_nvreadpublic's `size:` line).
+    static func readNV(_ index: String, environment: [String: String]) throws -> [UInt8] {
+        let info = try Run.program(Run.which("tpm2_nvreadpublic")!, [index], environment: environment)
+        let sizeLine = info.text.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("size:") }
+        let size = sizeLine.flatMap { Int($0.split(separator: ":").last!.trimmingCharacters(in: .whitespaces)) } ?? 0
+        guard size > 0 else { return [] }
+        let read = try Run.program(Run.which("tpm2_nvread")!, [index, "-C", "o", "-s", "\(size)"], environment: environment)
+        return read.status == 0 ? [UInt8](read.stdout) : []
+    }
+
     @Test(arguments: [(Kind.guestvault, Kind.guestvault), (.swtpm, .guestvault), (.guestvault, .swtpm)]
           .filter { $0.0 == .guestvault && $0.1 == .guestvault || Run.which("swtpm") != nil })
     func migrateAndCompare(_ source: Kind, _ destination: Kind) throws {
@@ -167,6 +177,7 @@ struct LiveMigrationTests {
         let from = Host(source, "source", dir: dir), to = Host(destination, "destination", dir: dir)
         let vm = UUID().uuidString
         let nvData = Array("migrated with the VM".utf8)
+        var ekCertificates: [[UInt8]] = []
         // Between guestvault and swtpm both sides hold the same swtpm migration key (as
         // libvirt passes one); between two guestvaults the blobs are sealed under the
         // container's key with no option at all.
@@ -181,7 +192,9 @@ struct LiveMigrationTests {
         switch source {
         case .guestvault:
             #expect(try Run.guestvault(["vault", "init", "--vault", from.vault]).status == 0)
-            #expect(try Run.guestvault(["create", "--vault", from.vault, "--vm", vm, "--tpm", from.state]).status == 0)
+            // With EKs and their certificates (NV 0x01C00002 RSA, 0x01C0000A ECC P-256).
+            let created = try Run.guestvault(["create", "--vault", from.vault, "--vm", vm, "--tpm", "--ek", from.state])
+            #expect(created.status == 0, "\(created.stderr)")
         case .swtpm:
             try FileManager.default.createDirectory(atPath: from.swtpmDir, withIntermediateDirectories: true)
             let setup = try Run.program(Run.which("swtpm_setup")!, ["--tpm2", "--tpm-state", from.swtpmDir, "--overwrite"])
@@ -192,6 +205,12 @@ struct LiveMigrationTests {
             #expect(define.status == 0, "tpm2_nvdefine: \(define.stderr)")
             let write = try Run.program(Run.which("tpm2_nvwrite")!, ["0x1500020", "-C", "o", "-i", "-"], environment: tcti, input: Data(nvData))
             #expect(write.status == 0, "tpm2_nvwrite: \(write.stderr)")
+            guard source == .guestvault else { return }
+            for index in ["0x01c00002", "0x01c0000a"] {
+                let certificate = try Self.readNV(index, environment: tcti)
+                #expect(certificate.count > 300, "EK certificate at \(index): \(certificate.count) bytes")
+                ekCertificates.append(certificate)
+            }
         }
 
         // The source VM boots to "No bootable device", then migrates to a file.
@@ -213,6 +232,12 @@ struct LiveMigrationTests {
         #expect(!streamBytes.isEmpty)
         #expect(MigrationBlobTests.containsAnyRun(of: nvData, in: streamBytes, window: nvData.count) == false,
                 "the NV value is in the migration stream in plaintext")
+        // Nor any 32-byte run of the EK certificates (sealed, or swtpm's migration key).
+        #expect(ekCertificates.count == (source == .guestvault ? 2 : 0))
+        for certificate in ekCertificates {
+            #expect(MigrationBlobTests.containsAnyRun(of: certificate, in: streamBytes) == false,
+                    "an EK certificate is in the migration stream in plaintext")
+        }
 
         // The destination: its TPM (the container follows with send/receive between two
         // GuestVault hosts; a fresh TPM otherwise), then QEMU loads the stream.

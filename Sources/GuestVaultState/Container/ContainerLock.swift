@@ -9,11 +9,25 @@ import GuestVaultSystem
 /// The lock file is opened with ``GuestVaultSystem/SafeOpen/lockFile(_:mode:)``: never
 /// through a symlink, only a regular file owned by this user or root and writable by no
 /// one else; anything else there is an error and is left as it is.
-final class ContainerLock {
+///
+/// Byte ranges (for the shared-storage migration hand-off, docs/SWTPM-PROTOCOL.md 9):
+/// byte 0 is the writer's; bytes 1 and on are the hand-off's. An ordinary writer locks
+/// the whole file, so it is refused while anyone holds either part. A migration writer
+/// (``Scope/migration``) locks byte 0 only; a source that hands the container over
+/// keeps a shared lock on bytes 1 and on (``handOff()``) until its process ends, so a
+/// third, ordinary writer is refused in the window where no writer holds byte 0.
+final class ContainerLock: Sendable {
+    enum Scope: Sendable {
+        /// The whole file: any other holder, writer or hand-off, refuses it.
+        case whole
+        /// Byte 0 only: a migration destination, or a source taking the container back.
+        case migration
+    }
+
     let path: String
     private let file: OpenFile
 
-    init(containerPath: String) throws {
+    init(containerPath: String, scope: Scope = .whole) throws {
         path = containerPath + ".lock"
         let file: OpenFile
         do {
@@ -24,7 +38,12 @@ final class ContainerLock {
                                  underlying: error)
         }
         let held: Bool
-        do { held = try file.tryLock(exclusive: true) } catch {
+        do {
+            held = switch scope {
+            case .whole: try file.tryLock(.exclusive, start: 0, length: 0)
+            case .migration: try file.tryLock(.exclusive, start: 0, length: 1)
+            }
+        } catch {
             throw ContainerError(.io, subject: path, reason: "cannot lock the lock file", underlying: error)
         }
         guard held else {
@@ -39,5 +58,26 @@ final class ContainerLock {
         try? file.truncate(to: 0)
         try? file.write(text, at: 0)
         self.file = file
+    }
+
+    /// Gives byte 0 (the writer's) up and keeps a shared lock on the rest, in that
+    /// order on this one open file, so there is no instant where neither is held. The
+    /// lock file then names this process as handing the container over.
+    func handOff() throws {
+        do {
+            guard try file.tryLock(.shared, start: 1, length: 0) else {
+                throw ContainerError(.locked, subject: path, reason: "another process holds the hand-off range of the lock file")
+            }
+            _ = try file.tryLock(.unlock, start: 0, length: 1)
+        } catch let error as ContainerError {
+            throw error
+        } catch {
+            throw ContainerError(.io, subject: path, reason: "cannot hand the writer lock over", underlying: error)
+        }
+        let program = CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent } ?? "?"
+        let stamp = ISO8601DateFormatter().string(from: Date())
+        let text = Array("pid \(ProcessInfo.processInfo.processIdentifier) (\(program)) handing over to a migration destination since \(stamp)\n".utf8)
+        try? file.truncate(to: 0)
+        try? file.write(text, at: 0)
     }
 }

@@ -9,7 +9,11 @@ extension GuestStateContainer {
     /// and its lock file are opened without following symlinks, and must be regular
     /// files (the lock file also owned by this user or root, not group/other-writable).
     public static func open(at path: String, access: Access = .readOnly) throws -> GuestStateContainer {
-        let lock = access == .readWrite ? try ContainerLock(containerPath: path) : nil
+        try open(at: path, access: access, lockScope: .whole)
+    }
+
+    static func open(at path: String, access: Access, lockScope: ContainerLock.Scope) throws -> GuestStateContainer {
+        let lock = access == .readWrite ? try ContainerLock(containerPath: path, scope: lockScope) : nil
         if lock != nil { removeUnfinishedRewrites(of: path) }
         let storage: FileStorage
         do {

@@ -70,11 +70,12 @@ import GuestVaultCore
     /// channels (docs/SWTPM-PROTOCOL.md): on the source GET_STATEBLOB of the permanent,
     /// volatile and savestate blobs (TPM_RETRY, 0x800: no such blob) and STOP; on the
     /// destination (stopped) SET_STATEBLOB
-    /// of the non-empty blobs and INIT with DELETE_VOLATILE. Returns the median
-    /// milliseconds of that sequence over `rounds` (after 3 not counted) and the blob
-    /// sizes. Between rounds the source is started again (INIT) and the destination
-    /// stopped, untimed.
-    public static func blobMigration(sourceControl: UInt16, destinationControl: UInt16, rounds: Int) throws -> (milliseconds: Double, blobBytes: [Int]) {
+    /// of the non-empty blobs and INIT with DELETE_VOLATILE. Returns the milliseconds of
+    /// that sequence in each of `rounds` (after 3 not counted) and the blob sizes.
+    /// Between rounds the source is started again (INIT) and the destination stopped,
+    /// untimed. The destination must accept the source's blobs: for sealed blobs it holds
+    /// a copy of the source's container.
+    public static func blobMigration(sourceControl: UInt16, destinationControl: UInt16, rounds: Int) throws -> (samples: [Double], blobBytes: [Int]) {
         let source = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: sourceControl))
         let destination = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: destinationControl))
         func be(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)] }
@@ -116,6 +117,6 @@ import GuestVaultCore
             try result(source, be(0x02) + be(0), "INIT (source)")
             try result(destination, be(0x0e), "STOP (destination)")
         }
-        return (times.sorted()[times.count / 2], sizes)
+        return (times, sizes)
     }
 }

@@ -22,8 +22,12 @@ public protocol TPMMigrationHost: AnyObject, Sendable {
                              acceptedSet: SealedMigrationBlob.Binding?) throws
     /// Whether this process holds the container's writer lock.
     var holdsWriterLock: Bool { get }
-    /// Gives the writer lock up (the migration destination takes it).
+    /// Gives the writer lock up (a refused incoming set gives back what it took).
     func releaseWriterLock() throws
+    /// Hands the writer lock over to a migration destination (release-lock-outgoing):
+    /// gives it up, but keeps ordinary writers out until the destination has taken it
+    /// (docs/SWTPM-PROTOCOL.md, section 9).
+    func handOffWriterLock() throws
     /// Takes the writer lock, trying `retries` more times 10 ms apart (LOCK_STORAGE).
     func acquireWriterLock(retries: UInt32) throws
 }

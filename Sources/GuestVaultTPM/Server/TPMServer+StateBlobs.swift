@@ -191,8 +191,8 @@ extension TPMServer {
     func releaseWriterLockAfterHandOff() {
         guard let host = migrationHost, host.holdsWriterLock else { return }
         do {
-            try host.releaseWriterLock()
-            logger.info("released the container's writer lock: QEMU took the outgoing state (release-lock-outgoing)")
+            try host.handOffWriterLock()
+            logger.info("handed the container's writer lock over: QEMU took the outgoing state (release-lock-outgoing)")
         } catch {
             logger.error("could not release the container's writer lock", metadata: ["error": "\(ErrorChain.message(of: error))"])
         }

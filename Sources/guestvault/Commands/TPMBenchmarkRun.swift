@@ -16,8 +16,13 @@ struct TPMBenchmarkRun {
         var nvWriteSwtpmMicroseconds: Double?
         var createTPMEKMilliseconds: Double?
         var swtpmSetupMilliseconds: Double?
+        /// Sealed blobs (the default), median of `blobMigrationRounds`.
         var blobMigrationMilliseconds: Double?
         var blobMigrationBytes: [Int]?
+        /// The same with `--allow-plaintext-migration` on both servers, in the same run.
+        var blobMigrationPlaintextMilliseconds: Double?
+        var blobMigrationPlaintextBytes: [Int]?
+        var blobMigrationRounds: Int?
     }
 
     func run() throws {
@@ -64,27 +69,60 @@ struct TPMBenchmarkRun {
             report.nvWriteSwtpmMicroseconds = try TPMBenchmarks.nvWriteRoundTrip(port: port, index: 0x0150_0099, rounds: 500)
         }
 
-        // Live migration of the blobs between two servers, as QEMU drives it.
-        let source = FileSystem.join(scratch, "migrate-source.state"), destination = FileSystem.join(scratch, "migrate-destination.state")
-        _ = try Self.run(self_, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", "--ek", source])
-        _ = try Self.run(self_, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", destination])
-        let sourcePort = try Self.freePortPair(), destinationPort = try Self.freePortPair()
-        let sourceServer = try Self.start(self_, ["serve", "--vault", vault, source, "--server", "tcp:127.0.0.1:\(sourcePort)",
-                                                  "--ctrl", "tcp:127.0.0.1:\(sourcePort + 1)", "--flags", "not-need-init,startup-clear"], port: sourcePort + 1)
-        let destinationServer = try Self.start(self_, ["serve", "--vault", vault, destination, "--server", "tcp:127.0.0.1:\(destinationPort)",
-                                                       "--ctrl", "tcp:127.0.0.1:\(destinationPort + 1)"], port: destinationPort + 1)
-        do {
-            defer {
-                // Stopped on every path, a failed measurement included.
-                for server in [sourceServer, destinationServer] {
+        // Live migration of the blobs between two servers, as QEMU drives it: sealed (the
+        // default; the destination holds a copy of the source's container, as send and
+        // receive would give it) and in plaintext (--allow-plaintext-migration on both),
+        // in the same run, in alternating passes so that both see the same machine load.
+        var pairs: [(source: Process, destination: Process, sourcePort: UInt16, destinationPort: UInt16)] = []
+        defer {
+            // Stopped on every path, a failed measurement included.
+            for pair in pairs {
+                for server in [pair.source, pair.destination] {
                     kill(server.processIdentifier, SIGTERM)
                     server.waitUntilExit()
                 }
             }
-            let migration = try TPMBenchmarks.blobMigration(sourceControl: sourcePort + 1, destinationControl: destinationPort + 1, rounds: 21)
-            report.blobMigrationMilliseconds = migration.milliseconds
-            report.blobMigrationBytes = migration.blobBytes
         }
+        // Both log only errors: plaintext blobs are otherwise logged one by one, and the
+        // figure would be of the log line rather than of the blob.
+        for (index, extra) in [["--log-level", "error"], ["--log-level", "error", "--allow-plaintext-migration"]].enumerated() {
+            let source = FileSystem.join(scratch, "migrate-source-\(index).state")
+            let destination = FileSystem.join(scratch, "migrate-destination-\(index).state")
+            _ = try Self.run(self_, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", "--ek", source])
+            try FileManager.default.copyItem(atPath: source, toPath: destination)
+            // The destination first: the copy is opened before the source's first commit
+            // makes it an older copy in the vault's eyes.
+            let destinationPort = try Self.freePortPair()
+            let destinationServer = try Self.start(self_, ["serve", "--vault", vault, destination, "--server", "tcp:127.0.0.1:\(destinationPort)",
+                                                           "--ctrl", "tcp:127.0.0.1:\(destinationPort + 1)"] + extra, port: destinationPort + 1)
+            let sourcePort = try Self.freePortPair()
+            let sourceServer: Process
+            do {
+                sourceServer = try Self.start(self_, ["serve", "--vault", vault, source, "--server", "tcp:127.0.0.1:\(sourcePort)",
+                                                      "--ctrl", "tcp:127.0.0.1:\(sourcePort + 1)", "--flags", "not-need-init,startup-clear"] + extra,
+                                              port: sourcePort + 1)
+            } catch {
+                kill(destinationServer.processIdentifier, SIGTERM)
+                destinationServer.waitUntilExit()
+                throw error
+            }
+            pairs.append((sourceServer, destinationServer, sourcePort, destinationPort))
+        }
+        var samples: [[Double]] = [[], []]
+        var sizes: [[Int]] = [[], []]
+        for _ in 0..<2 {
+            for (index, pair) in pairs.enumerated() {
+                let migration = try TPMBenchmarks.blobMigration(sourceControl: pair.sourcePort + 1, destinationControl: pair.destinationPort + 1, rounds: 21)
+                samples[index] += migration.samples
+                sizes[index] = migration.blobBytes
+            }
+        }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        report.blobMigrationMilliseconds = median(samples[0])
+        report.blobMigrationBytes = sizes[0]
+        report.blobMigrationPlaintextMilliseconds = median(samples[1])
+        report.blobMigrationPlaintextBytes = sizes[1]
+        report.blobMigrationRounds = samples[0].count
 
         if json { try printJSON(report); return }
         print("vTPM benchmark")
@@ -100,8 +138,12 @@ struct TPMBenchmarkRun {
                   + (report.swtpmSetupMilliseconds.map { String(format: "  (swtpm_setup --createek --create-ek-cert: %.1f ms, ratio %.2f)", $0, create / $0) } ?? ""))
         }
         if let migration = report.blobMigrationMilliseconds, let bytes = report.blobMigrationBytes {
-            print(String(format: "  live migration of the vTPM's blobs         %8.2f ms  median (GET x3, STOP; SET x%d, INIT; blobs %@ B)",
-                         migration, bytes.filter { $0 > 0 }.count, bytes.map(String.init).joined(separator: " + ")))
+            print(String(format: "  live migration of the vTPM's blobs, sealed %8.2f ms  median of %d (GET x3, STOP; SET x%d, INIT; blobs %@ B)",
+                         migration, report.blobMigrationRounds ?? 0, bytes.filter { $0 > 0 }.count, bytes.map(String.init).joined(separator: " + ")))
+            if let plain = report.blobMigrationPlaintextMilliseconds, let plainBytes = report.blobMigrationPlaintextBytes {
+                print(String(format: "  the same in plaintext                     %8.2f ms  median of %d (blobs %@ B); sealed/plaintext %.3f",
+                             plain, report.blobMigrationRounds ?? 0, plainBytes.map(String.init).joined(separator: " + "), migration / plain))
+            }
         }
         print("")
     }
