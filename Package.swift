@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
+        .library(name: "GuestVaultCluster", targets: ["GuestVaultCluster"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
@@ -30,6 +31,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        // etcd's JSON gateway (docs/CLUSTER.md): a maintained HTTP client on SwiftNIO.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.100.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
     ],
     targets: [
         // MARK: C bindings: module maps only.
@@ -102,6 +107,25 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: Cluster: VM ownership leases, fencing and cluster-wide rollback counters on etcd.
+        .target(
+            name: "GuestVaultCluster",
+            dependencies: [
+                "GuestVaultCore",
+                "GuestVaultSystem",
+                "GuestVaultState",
+                "GuestVaultTPM",
+                "GuestVaultKeys",
+                "GuestVaultCrypto",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: The `guestvault` command-line tool.
         .executableTarget(
             name: "GuestVaultCLI",
@@ -112,6 +136,7 @@ let package = Package(
                 "GuestVaultSystem",
                 "GuestVaultTPM",
                 "GuestVaultTransfer",
+                "GuestVaultCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/guestvault",
@@ -188,6 +213,11 @@ let package = Package(
         .testTarget(
             name: "GuestVaultCLITests",
             dependencies: ["GuestVaultCLI", "GuestVaultTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultClusterTests",
+            dependencies: ["GuestVaultCluster", "GuestVaultCore", "GuestVaultSystem", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
     ]
