@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import GuestVaultCluster
 import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
@@ -45,6 +46,9 @@ struct Serve: ParsableCommand {
     @Flag(help: "Log control commands and errors to standard error.")
     var verbose = false
 
+    @Option(help: ArgumentHelp("In a cluster (docs/CLUSTER.md): wait up to this many seconds for another member's lease on the VM to end.", valueName: "s"))
+    var clusterWait: Int?
+
     func run() throws {
         guard let control = StreamSocket.Address(ctrl) else { throw ValidationError("--ctrl \(ctrl) is not tcp:HOST:PORT or unix:PATH") }
         let data = try server.map { text -> StreamSocket.Address in
@@ -55,18 +59,34 @@ struct Serve: ParsableCommand {
         let unknown = flagSet.subtracting(["not-need-init", "startup-clear", ""])
         guard unknown.isEmpty else { throw ValidationError("unknown --flags: \(unknown.sorted().joined(separator: ", "))") }
 
-        let container = try GuestStateContainer.open(at: state, access: .readWrite)
-        try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
-        guard container.entryNames.contains(EntryName.tpmPermanent) else {
-            throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
+        // In a cluster the session takes the VM's lease and gives the server a storage
+        // whose commits are visible only while this member owns the VM; on lease loss
+        // the server stops (fail-stop).
+        let stopper = ServerStopper()
+        let cluster = try ClusterCommand.serveSession(state: state, vault: vault, wait: clusterWait) { reason in
+            FileHandle.standardError.write(Data("guestvault serve: \(reason.message)\n".utf8))
+            stopper.stop()
         }
-        let storage = ContainerTPMStorage(container: container)
+        let storage: any TPMStateStorage
+        var plain: ContainerTPMStorage?
+        if let cluster {
+            storage = cluster.storage
+        } else {
+            let container = try GuestStateContainer.open(at: state, access: .readWrite)
+            try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+            guard container.entryNames.contains(EntryName.tpmPermanent) else {
+                throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
+            }
+            plain = ContainerTPMStorage(container: container)
+            storage = plain!
+        }
         let verbose = self.verbose
         let server = try TPMServer(
             storage: storage,
             configuration: .init(dataAddress: data, controlAddress: control,
                                  notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear")),
             log: { message in if verbose { FileHandle.standardError.write(Data("guestvault serve: \(message)\n".utf8)) } })
+        stopper.set(server)
 
         signal(SIGTERM, SIG_IGN)
         signal(SIGINT, SIG_IGN)
@@ -80,8 +100,10 @@ struct Serve: ParsableCommand {
         if verbose {
             FileHandle.standardError.write(Data("guestvault serve: \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")\n".utf8))
         }
+        defer { cluster?.release() }
         try server.run()
-        try storage.flush()
+        try plain?.flush()
         for source in sources { source.cancel() }
+        if let reason = cluster?.storage.stopReason { throw reason }
     }
 }
