@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "GuestVaultKeys", targets: ["GuestVaultKeys"]),
         .library(name: "GuestVaultState", targets: ["GuestVaultState"]),
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
+        .library(name: "GuestVaultTPMContainer", targets: ["GuestVaultTPMContainer"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
         .library(name: "GuestVaultCluster", targets: ["GuestVaultCluster"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
@@ -30,7 +31,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         // etcd's JSON gateway (docs/CLUSTER.md): a maintained HTTP client on SwiftNIO.
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.100.0"),
@@ -84,7 +85,7 @@ let package = Package(
         // MARK: Sealed state: sealed blobs and streams, the guest state container file.
         .target(
             name: "GuestVaultState",
-            dependencies: ["GuestVaultCrypto", "GuestVaultKeys", "GuestVaultSystem"],
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -101,9 +102,19 @@ let package = Package(
         ),
 
         // MARK: Virtual TPM over libtpms.
+        // Engine, manufacture, the swtpm-compatible server and swtpm's formats: no keys,
+        // no containers.
         .target(
             name: "GuestVaultTPM",
-            dependencies: ["CLibTPMS", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
+            dependencies: ["CLibTPMS", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem",
+                           .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+        // The glue between the TPM and a sealed guest state container: the TPM's storage
+        // in a container, manufacture into one, swtpm state directory import and export.
+        .target(
+            name: "GuestVaultTPMContainer",
+            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -115,6 +126,7 @@ let package = Package(
                 "GuestVaultSystem",
                 "GuestVaultState",
                 "GuestVaultTPM",
+                "GuestVaultTPMContainer",
                 "GuestVaultKeys",
                 "GuestVaultCrypto",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -135,9 +147,11 @@ let package = Package(
                 "GuestVaultState",
                 "GuestVaultSystem",
                 "GuestVaultTPM",
+                "GuestVaultTPMContainer",
                 "GuestVaultTransfer",
                 "GuestVaultCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/guestvault",
             swiftSettings: strict
@@ -161,6 +175,14 @@ let package = Package(
         ),
 
         // MARK: Tests.
+        // The crash-consistency tests' writer (docs/RELIABILITY.md): built with the tests,
+        // not a product.
+        .executableTarget(
+            name: "guestvault-crash-tool",
+            dependencies: ["GuestVaultState", "GuestVaultKeys", "GuestVaultSystem"],
+            path: "Tests/GuestVaultCrashTool",
+            swiftSettings: strict
+        ),
         .target(
             name: "GuestVaultTestSupport",
             dependencies: ["GuestVaultSystem"],
@@ -189,8 +211,8 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultStateTests",
-            dependencies: ["GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
-                           "GuestVaultTestSupport", "GuestVaultCLI"],
+            dependencies: ["GuestVaultState", "GuestVaultCore", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors",
+                           "GuestVaultTestSupport", "GuestVaultCLI", "guestvault-crash-tool"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -201,7 +223,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultTPMTests",
-            dependencies: ["GuestVaultTPM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
+            dependencies: ["GuestVaultTPM", "GuestVaultTPMContainer", "GuestVaultCore", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
@@ -217,7 +239,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultClusterTests",
-            dependencies: ["GuestVaultCluster", "GuestVaultCore", "GuestVaultSystem", "GuestVaultTestSupport", "GuestVaultCLI"],
+            dependencies: ["GuestVaultCluster", "GuestVaultCore", "GuestVaultSystem", "GuestVaultTPM", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
     ]

@@ -51,9 +51,11 @@ let package = Package(
         ]),
         fuzzTarget("FuzzControlChannel", [
             .product(name: "GuestVaultTPM", package: "GuestVault"),
+            .product(name: "GuestVaultCore", package: "GuestVault"),
         ]),
         fuzzTarget("FuzzDataChannel", [
             .product(name: "GuestVaultTPM", package: "GuestVault"),
+            .product(name: "GuestVaultCore", package: "GuestVault"),
         ]),
         fuzzTarget("FuzzTransferReceiver", [
             .product(name: "GuestVaultTransfer", package: "GuestVault"),
@@ -64,6 +66,7 @@ let package = Package(
         ]),
         fuzzTarget("FuzzSwtpmStateFile", [
             .product(name: "GuestVaultTPM", package: "GuestVault"),
+            .product(name: "GuestVaultCore", package: "GuestVault"),
             .product(name: "GuestVaultCrypto", package: "GuestVault"),
         ]),
     ]

@@ -5,6 +5,21 @@ extension ErrorCode {
     public static let malformed = ErrorCode("malformed", .integrity)
     /// A declared length is over a cap.
     public static let tooLarge = ErrorCode("tooLarge", .limit)
+
+    // The codes every module shares, declared once so that they mean the same thing
+    // (and compile unambiguously) wherever two modules are imported together.
+    /// Authentication failed: bytes were changed, belong elsewhere, or the key is wrong.
+    public static let authenticationFailed = ErrorCode("authenticationFailed", .integrity)
+    /// The generation is older than what the vault has seen.
+    public static let rollback = ErrorCode("rollback", .rollback)
+    /// Another process holds it for writing.
+    public static let locked = ErrorCode("locked", .locked)
+    /// A limit was reached (count, size, the last generation).
+    public static let limit = ErrorCode("limit", .limit)
+    /// What was to be created exists already.
+    public static let alreadyExists = ErrorCode("alreadyExists", .alreadyExists)
+    /// A file or device operation failed (the SystemError is underneath).
+    public static let io = ErrorCode("io", .io)
 }
 
 /// A failure of ``ByteReader``: what was read, which field, at which absolute offset.

@@ -1,7 +1,7 @@
 import Synchronization
 
 /// Named instants on the durability path, where the crash tests stop a writer on purpose
-/// (`guestvault debug-commit-loop --kill-at POINT --kill-after N`; docs/RELIABILITY.md).
+/// (`guestvault-crash-tool --kill-at POINT --kill-after N`; docs/RELIABILITY.md).
 ///
 /// The library only announces each instant with ``reached(_:)``. Nothing listens unless
 /// a test program installs a hook with ``setHook(_:)``; unset, an announcement is one

@@ -111,6 +111,24 @@ public enum SafeOpen {
         return file
     }
 
+    /// Opens or creates a log file for appending (O_APPEND|O_CREAT|O_NOFOLLOW, 0600 when
+    /// created): it must be a regular file owned by this user or root, not writable by
+    /// group or others. Write to it with ``OpenFile/append(_:)``.
+    public static func appendLog(_ path: String, mode: UInt32 = FileSystem.privateFileMode) throws -> OpenFile {
+        let fd = try Syscalls.open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK, mode_t(mode))
+        let file = OpenFile(adopting: fd, path: path)
+        try requireRegular(file)
+        let info = try Syscalls.fstat(fd, path: path)
+        guard info.st_uid == Syscalls.currentEUID || info.st_uid == 0 else {
+            throw SystemError("open log (owned by uid \(info.st_uid), not by this user)", path: path, errno: EPERM)
+        }
+        guard info.st_mode & 0o022 == 0 else {
+            throw SystemError("open log (writable by group or others, mode \(String(info.st_mode & 0o777, radix: 8)))", path: path, errno: EPERM)
+        }
+        try Syscalls.clearNonBlocking(fd, path: path)
+        return file
+    }
+
     private static func requireRegular(_ file: OpenFile) throws {
         let info = try Syscalls.fstat(file.fd, path: file.path)
         let kind = info.st_mode & S_IFMT

@@ -106,6 +106,12 @@ public final class OpenFile: @unchecked Sendable {
         try bytes.withUnsafeBytes { try Syscalls.pwriteAll(fd, $0, at: offset, path: path) }
     }
 
+    /// Appends all of `bytes` to a file opened with O_APPEND (``SafeOpen/appendLog(_:mode:)``):
+    /// on Linux, pwrite on such a file writes at the end whatever the offset (pwrite(2)).
+    public func append(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try Syscalls.pwriteAll(fd, $0, at: 0, path: path) }
+    }
+
     /// Makes written data durable (data and the size, not other metadata).
     public func syncData() throws { try Syscalls.fdatasync(fd, path: path) }
 

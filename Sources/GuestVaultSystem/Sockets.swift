@@ -278,6 +278,29 @@ public final class StreamSocket: @unchecked Sendable {
         }
     }
 
+    /// Writes all of `bytes` within `timeout` milliseconds in total, however slowly the
+    /// peer reads; throws an error with errno ETIMEDOUT when the time runs out (the
+    /// connection is then unusable: part of the bytes may have gone).
+    public func send(_ bytes: [UInt8], timeout: Int32) throws {
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let limit = Int64(deadline.tv_sec) * 1000 + Int64(deadline.tv_nsec) / 1_000_000 + Int64(timeout)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeBytes { raw in
+                Syscalls.retryingSize { Glibc.send(descriptor, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            }
+            if n > 0 { sent += n; continue }
+            guard n < 0, errno == EAGAIN || errno == EWOULDBLOCK else { throw SystemError("send", path: name, errno: n == 0 ? EPIPE : errno) }
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            let left = limit - (Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000)
+            guard left > 0 else { throw SystemError("send (the peer did not read within \(timeout) ms)", path: name, errno: ETIMEDOUT) }
+            var entry = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+            _ = Glibc.poll(&entry, 1, Int32(min(left, Int64(Int32.max))))
+        }
+    }
+
     /// Waits until one of `sockets` is readable (or closed), or `timeout` milliseconds
     /// (-1: forever). Returns the indices of the ready ones.
     public static func poll(_ descriptors: [Int32], timeout: Int32) throws -> [Int] {

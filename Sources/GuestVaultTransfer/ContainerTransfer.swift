@@ -61,7 +61,7 @@ public enum ContainerTransfer {
         var manifest = ByteWriterT()
         manifest.raw(id)
         manifest.raw(withUnsafeBytes(of: container.vm.uuid) { Array($0) })
-        manifest.raw(bytes(fromHex: container.info.containerID) ?? [])
+        manifest.raw(container.containerID)
         manifest.u64(container.generation)
         manifest.u64(length)
         try secure.send(.manifest, manifest.bytes)
@@ -147,7 +147,7 @@ public enum ContainerTransfer {
     static func stableTransferID(_ container: GuestStateContainer) throws -> [UInt8] {
         var w = ByteWriterT()
         w.raw(Array("GuestVault v1 transfer id".utf8))
-        w.raw(bytes(fromHex: container.info.containerID) ?? [])
+        w.raw(container.containerID)
         w.u64(container.generation)
         w.u64(UInt64(container.logEnd))
         return Array(try SHA256.hash(w.bytes).prefix(16))
@@ -232,7 +232,7 @@ public enum ContainerTransfer {
         if FileSystem.exists(destination) {
             // Only this very container, committed by an earlier try, is an answer.
             if let existing = try? GuestStateContainer.open(at: destination), existing.vm == vm,
-               existing.info.containerID == expected.containerID, existing.generation >= expected.generation {
+               existing.info.containerID.hex == expected.containerID, existing.generation >= expected.generation {
                 try secure.send(.done, bigEndian64(existing.generation))
                 return Report(vm: vm, generation: existing.generation, bytes: 0, resumedFrom: length,
                               seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, sender: secure.senderKey.map { hexString($0) })
@@ -391,7 +391,7 @@ public enum ContainerTransfer {
         }
         let container = try GuestStateContainer.open(at: partial, access: .readWrite)
         guard container.vm == vm else { throw TransferError(.integrity, "the container is for another VM than the manifest said") }
-        guard container.info.containerID == expected.containerID, container.generation == expected.generation else {
+        guard container.info.containerID.hex == expected.containerID, container.generation == expected.generation else {
             throw TransferError(.integrity, "the container is \(container.info.containerID) at generation \(container.generation); the manifest said \(expected.containerID) at \(expected.generation)")
         }
         try container.unlock(withKey: dek, vault: vault)

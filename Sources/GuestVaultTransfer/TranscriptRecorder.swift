@@ -172,7 +172,7 @@ package struct TransferSource: Sendable {
         bytes = try container.rawBytes(at: 0, count: Int(container.logEnd))
         dek = try container.protectionKey()
         vm = container.vm
-        containerID = GuestVaultCrypto.bytes(fromHex: container.info.containerID) ?? []
+        containerID = container.containerID
         generation = container.generation
         self.transferID = try transferID ?? ContainerTransfer.stableTransferID(container)
     }

@@ -215,7 +215,7 @@ extension ScriptedSender {
             try container.unlock(with: UnlockCredentials(vault: vault))
             bytes = try container.rawBytes(at: 0, count: Int(container.logEnd))
             key = try container.protectionKey().unsafeCopyOfBytes()
-            manifest = transferID + withUnsafeBytes(of: container.vm.uuid) { Array($0) } + (GuestVaultCrypto.bytes(fromHex: container.info.containerID) ?? [])
+            manifest = transferID + withUnsafeBytes(of: container.vm.uuid) { Array($0) } + container.containerID
                 + bigEndian(container.generation, count: 8) + bigEndian(UInt64(bytes.count), count: 8)
         }
 

@@ -2,7 +2,7 @@ import Dispatch
 import Foundation
 import GuestVaultCluster
 import GuestVaultTestSupport
-import GuestVaultTPM
+@_spi(Benchmarking) import GuestVaultTPM
 import Testing
 
 /// The figures of docs/CLUSTER.md §8, printed from one run (no timed assertions): a

@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultState

@@ -3,7 +3,7 @@ import GuestVaultKeys
 import GuestVaultState
 import Testing
 
-/// A child process (`guestvault debug-commit-loop`) commits in a loop and dies by SIGKILL,
+/// A child process (`guestvault-crash-tool`, Tests/GuestVaultCrashTool) commits in a loop and dies by SIGKILL,
 /// either at a random instant or at a chosen point of the commit path. Every time, the
 /// container must open at the last generation the child reported committed, or the one
 /// after it (committed but not yet reported), with exactly that generation's content;
@@ -112,14 +112,17 @@ import Testing
             #expect(run.inFlight == inFlight, "\(c.testDescription): output \(run.stdout)")
         }
 
-        let leftover = f.statePath + ".compact-\(child.pid)"
+        // A rewrite stages its new file as `STATE.tmp-PID-N` (StagedFile).
+        func leftovers() -> [String] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: f.dir.path)) ?? []).filter { $0.hasPrefix("vm.state.tmp-\(child.pid)-") }
+        }
         switch c.point {
         case "after-rewrite-sync":
-            #expect(FileManager.default.fileExists(atPath: leftover), "the killed compaction left its new file")
+            #expect(leftovers().count == 1, "the killed compaction left its new file")
             let info = try GuestStateContainer.open(at: f.statePath).info
             #expect(info.logBytes > info.liveBytes, "the container is the uncompacted one")
         case "after-rewrite-rename":
-            #expect(!FileManager.default.fileExists(atPath: leftover))
+            #expect(leftovers().isEmpty)
             let info = try GuestStateContainer.open(at: f.statePath).info
             #expect(info.logBytes == info.liveBytes, "the container is the compacted one")
         default:
@@ -147,14 +150,14 @@ import Testing
         // The next writer takes over: it clears what the killed one left and commits on.
         let next = try GuestStateContainer.open(at: f.statePath, access: .readWrite)
         try next.unlock(with: UnlockCredentials(vault: KeyVault.open(at: f.vault.path)))
-        #expect(!FileManager.default.fileExists(atPath: leftover), "an unfinished compaction's file is removed by the next writer")
+        #expect(leftovers().isEmpty, "an unfinished compaction's file is removed by the next writer")
         try next.write("tpm.permanent", crashPattern(generation: reopened.generation + 1, size: c.size))
         #expect(try next.commit() == reopened.generation + 1)
         try next.flush()
     }
 }
 
-/// A `guestvault debug-commit-loop` child on the fixture's container.
+/// A `guestvault-crash-tool` child on the fixture's container.
 final class CommitLoopChild {
     let process = Process()
     let out = Pipe()
@@ -163,9 +166,21 @@ final class CommitLoopChild {
 
     var pid: Int32 { process.processIdentifier }
 
+    /// The built `guestvault-crash-tool`, beside the test bundle in the build folder (as
+    /// GuestVaultBinary finds `guestvault`).
+    static var toolPath: String {
+        var directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        for _ in 0..<3 {
+            let candidate = directory.appendingPathComponent("guestvault-crash-tool")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
+            directory = directory.deletingLastPathComponent()
+        }
+        return "guestvault-crash-tool"
+    }
+
     init(_ f: Fixture, size: Int = 8192, extra: [String] = []) throws {
-        process.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
-        process.arguments = ["debug-commit-loop", "--vault", f.vault.path, f.statePath, "--size", "\(size)"] + extra
+        process.executableURL = URL(fileURLWithPath: Self.toolPath)
+        process.arguments = ["--vault", f.vault.path, f.statePath, "--size", "\(size)"] + extra
         process.standardOutput = out
         process.standardError = err
         try process.run()

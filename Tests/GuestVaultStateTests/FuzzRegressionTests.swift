@@ -1,12 +1,13 @@
 import Foundation
 import GuestVaultCrypto
 import GuestVaultKeys
-import GuestVaultState
+@_spi(Testing) import GuestVaultState
+import GuestVaultSystem
 import Testing
 
 /// Replays every input the container reader's fuzzer kept as a crash
 /// (FuzzTesting/Crashes/FuzzContainerReader/) the way the fuzz target reads it: open
-/// read-only without keys, then unlock with the fuzzer's fixed vault and read every
+/// read-only in memory without keys, then unlock with the fuzzer's fixed vault and read every
 /// entry. Each input runs in its own process (an exit test), so an input that still
 /// traps fails this test instead of stopping the test run. No inputs: nothing to replay.
 @Suite struct FuzzRegressionTests {
@@ -31,7 +32,9 @@ import Testing
 
     /// What FuzzTesting/Sources/FuzzContainerReader/main.swift does with an input.
     static func readLikeTheFuzzer(_ path: String) {
-        guard let container = try? GuestStateContainer.open(at: path) else { return }
+        // As the target does: in memory, from the input's bytes.
+        guard let bytes = try? FileSystem.readFile(path, limit: 1 << 20),
+              let container = try? GuestStateContainer.open(bytes: bytes, name: "input.state") else { return }
         _ = container.info
         let directory = TemporaryDirectory("fuzz-regression")
         guard let vault = try? KeyVault.createFileVault(at: directory.file("vault"), importing: SecretBytes(copying: rootKey)),

@@ -1,3 +1,4 @@
+import GuestVaultCore
 import Testing
 import GuestVaultTPM
 

@@ -3,6 +3,8 @@ import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultState
 import GuestVaultTPM
+import GuestVaultTPMContainer
+import GuestVaultCore
 import Testing
 
 @Suite struct EngineTests {

@@ -58,7 +58,10 @@ final class ServedTPM {
     let port: UInt16
     let stderrPipe = Pipe()
 
-    init(vault: String, state: String, flags: String = "not-need-init,startup-clear") throws {
+    /// `launcher` runs before the binary (`prlimit --nofile=...`); `logFile` takes the
+    /// debug log instead of standard error; `extraArguments` go after the others.
+    init(vault: String, state: String, flags: String = "not-need-init,startup-clear", launcher: [String] = [],
+         logFile: String? = nil, extraArguments: [String] = []) throws {
         var chosen: UInt16 = 0
         for _ in 0..<50 {
             let candidate = UInt16.random(in: 20000...60000) & ~1
@@ -70,9 +73,16 @@ final class ServedTPM {
             }
         }
         port = chosen
-        process.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
-        process.arguments = ["serve", "--vault", vault, state, "--server", "tcp:127.0.0.1:\(port)",
-                             "--ctrl", "tcp:127.0.0.1:\(port + 1)", "--flags", flags, "--verbose"]
+        let logging = logFile.map { ["--log-level", "debug", "--log-file", $0] } ?? ["--verbose"]
+        let arguments = ["serve", "--vault", vault, state, "--server", "tcp:127.0.0.1:\(port)",
+                         "--ctrl", "tcp:127.0.0.1:\(port + 1)", "--flags", flags] + logging + extraArguments
+        if let program = launcher.first {
+            process.executableURL = URL(fileURLWithPath: program)
+            process.arguments = Array(launcher.dropFirst()) + [GuestVaultBinary.path] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
+            process.arguments = arguments
+        }
         process.standardError = stderrPipe
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -89,6 +99,9 @@ final class ServedTPM {
     struct ServerError: Error, CustomStringConvertible { let message: String; var description: String { message } }
 
     var tcti: [String: String] { ["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"] }
+    var pid: Int32 { process.processIdentifier }
+    var controlAddress: StreamSocket.Address { .tcp(host: "127.0.0.1", port: port + 1) }
+    var dataAddress: StreamSocket.Address { .tcp(host: "127.0.0.1", port: port) }
 
     /// SIGTERM; returns the exit status.
     func terminate() -> Int32 {

@@ -1,6 +1,7 @@
 import Foundation
 import GuestVaultCrypto
 import GuestVaultTPM
+import GuestVaultCore
 import Testing
 
 /// swtpm's state file format without swtpm: round trips, files built by hand from the
@@ -22,7 +23,7 @@ import Testing
     /// given); returns it.
     @discardableResult
     static func expectError(
-        _ code: SwtpmFormatError.Code, offset: Int? = nil, sourceLocation: SourceLocation = #_sourceLocation,
+        _ code: SwtpmFormatError.Code, offset: Int? = nil, sourceLocation: Testing.SourceLocation = #_sourceLocation,
         _ body: () throws -> Void
     ) -> SwtpmFormatError? {
         do {

@@ -4,6 +4,8 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTPM
+import GuestVaultTPMContainer
+import GuestVaultCore
 import Testing
 
 /// The real peer: swtpm 0.7.1, swtpm_setup and tpm2-tools from Debian (scripts/deps.sh
@@ -410,7 +412,7 @@ enum SwtpmTools {
         var text: String { String(decoding: stdout, as: UTF8.self) }
 
         @discardableResult
-        func check(_ what: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> Output {
+        func check(_ what: String, sourceLocation: Testing.SourceLocation = #_sourceLocation) throws -> Output {
             guard status == 0 else {
                 throw Failure(description: "\(what) failed (exit \(status)): \(command)\n\(stderr)\(text)")
             }

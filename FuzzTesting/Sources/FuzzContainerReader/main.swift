@@ -1,6 +1,7 @@
-// Fuzz target: the container reader. The input is a whole container file, written to
-// one temporary file per process and opened read-only without keys (superblock, log
-// scan, commit manifests, slot lists); when it is a container of the fixed vault (as
+// Fuzz target: the container reader. The input is a whole container file, opened
+// read-only in memory (the container's memory storage: the same format code as a file,
+// no file I/O) without keys (superblock, log scan, commit manifests, slot lists); when
+// it is a container of the fixed vault (as
 // the seeds are), it is also unlocked and every entry is read: blobs, streams whole,
 // and single stream chunks. The custom mutator repairs the format's unkeyed checks
 // after libFuzzer's mutation, as anyone editing a file can, so that the fuzzer gets
@@ -10,14 +11,11 @@ import Foundation
 import FuzzSupport
 import GuestVaultCrypto
 import GuestVaultKeys
-import GuestVaultState
-
-let inputPath = FuzzWorkspace.file("input.state")
+@_spi(Testing) import GuestVaultState
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    FuzzWorkspace.replaceContents(of: inputPath, with: UnsafeRawBufferPointer(start: data, count: size))
-    readEverything(at: inputPath)
+    readEverything(Array(UnsafeBufferPointer(start: data, count: size)))
     return 0
 }
 
@@ -43,10 +41,10 @@ public func initialize(
     return 0
 }
 
-func readEverything(at path: String) {
+func readEverything(_ bytes: [UInt8]) {
     let container: GuestStateContainer
     do {
-        container = try GuestStateContainer.open(at: path)
+        container = try GuestStateContainer.open(bytes: bytes, name: "input.state")
     } catch {
         return
     }

@@ -6,6 +6,7 @@
 // requests stay within the limits. See docs/RELIABILITY.md; run with FuzzTesting/run.sh.
 
 import FuzzSupport
+import GuestVaultCore
 import GuestVaultTPM
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -6,6 +6,7 @@
 // See docs/RELIABILITY.md; run with FuzzTesting/run.sh.
 
 import FuzzSupport
+import GuestVaultCore
 import GuestVaultTPM
 
 @_cdecl("LLVMFuzzerTestOneInput")

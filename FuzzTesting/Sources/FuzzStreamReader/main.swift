@@ -2,7 +2,8 @@
 // record's body (its 48-byte stream header, then the sealed chunks) in a fixed valid
 // container, Vectors/formats/containers/basic.state ("vm.runtime", 40,000 bytes); the
 // record's length stays, its check is recomputed. The container is unlocked with its
-// vault and the stream read whole, as a blob and chunk by chunk. The custom mutator
+// vault and the stream read whole, as a blob and chunk by chunk, all in memory (the
+// container's memory storage, no file I/O). The custom mutator
 // repairs the stream header's own check most of the time, so that the fuzzer reaches
 // chunk sizes, lengths and chunk counts the reader must refuse.
 // See docs/RELIABILITY.md; build and run with FuzzTesting/run.sh.
@@ -11,7 +12,7 @@ import Foundation
 import FuzzSupport
 import GuestVaultCrypto
 import GuestVaultKeys
-import GuestVaultState
+@_spi(Testing) import GuestVaultState
 
 /// The container the inputs are spliced into, and where its stream record is.
 struct Base {
@@ -52,15 +53,12 @@ struct Base {
     }
 }
 
-let inputPath = FuzzWorkspace.file("input.state")
-
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let base = Base.shared
-    FuzzWorkspace.replaceContents(of: inputPath, with: base.splice(UnsafeBufferPointer(start: data, count: size)))
     let container: GuestStateContainer
     do {
-        container = try GuestStateContainer.open(at: inputPath)
+        container = try GuestStateContainer.open(bytes: base.splice(UnsafeBufferPointer(start: data, count: size)), name: "input.state")
         try container.unlock(with: UnlockCredentials(vault: FixedVault.containers), allowRollback: true)
     } catch {
         return 0

@@ -7,6 +7,7 @@
 
 import Foundation
 import GuestVaultCrypto
+import GuestVaultCore
 import GuestVaultTPM
 
 /// The fixed keys; the seeds are encrypted with them.

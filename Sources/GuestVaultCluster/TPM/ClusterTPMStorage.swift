@@ -1,5 +1,6 @@
 public import GuestVaultState
 public import GuestVaultTPM
+import GuestVaultTPMContainer
 import GuestVaultCore
 import Synchronization
 

@@ -1,9 +1,14 @@
 import Foundation
+import GuestVaultCore
 import GuestVaultSystem
 
 /// The one-writer lock of a container: an open-file-description write lock on
 /// `STATE.lock` (0600) beside the container, held while the writer has it open. The lock
 /// file names the holder (pid, program, time) so a second opener can say who has it.
+///
+/// The lock file is opened with ``GuestVaultSystem/SafeOpen/lockFile(_:mode:)``: never
+/// through a symlink, only a regular file owned by this user or root and writable by no
+/// one else; anything else there is an error and is left as it is.
 final class ContainerLock {
     let path: String
     private let file: OpenFile
@@ -12,19 +17,17 @@ final class ContainerLock {
         path = containerPath + ".lock"
         let file: OpenFile
         do {
-            if FileSystem.exists(path) {
-                file = try OpenFile(path: path, mode: .readWrite)
-            } else {
-                do {
-                    file = try OpenFile(creating: path)
-                } catch let error as SystemError where error.errno == EEXIST {
-                    file = try OpenFile(path: path, mode: .readWrite)
-                }
-            }
+            file = try SafeOpen.lockFile(path)
         } catch {
-            throw ContainerError(.io, subject: path, reason: "cannot open the lock file: \(error)")
+            throw ContainerError((error as? SystemError)?.code ?? .io, subject: path,
+                                 reason: "cannot open the lock file (it must be a regular file, not a symlink, owned by this user or root and writable only by them)",
+                                 underlying: error)
         }
-        guard try file.tryLock(exclusive: true) else {
+        let held: Bool
+        do { held = try file.tryLock(exclusive: true) } catch {
+            throw ContainerError(.io, subject: path, reason: "cannot lock the lock file", underlying: error)
+        }
+        guard held else {
             let holder = (try? file.read(at: 0, count: 512)).map { String(decoding: $0, as: UTF8.self) }?
                 .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
             throw ContainerError(.locked, subject: containerPath,

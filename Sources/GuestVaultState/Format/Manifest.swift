@@ -1,5 +1,5 @@
+import GuestVaultCore
 import GuestVaultKeys
-import Foundation
 
 /// One entry as a commit names it.
 public struct EntryRecord: Sendable, Equatable {
@@ -28,6 +28,7 @@ struct Manifest: Equatable {
     var timestamp: UInt64
     var previousCommit: Int64
     var slots: KeyProtectorSet
+    /// Sorted by the names' UTF-8 bytes (``EntryName/precedes(_:_:)``).
     var entries: [EntryRecord]
     var auth: [UInt8]
 
@@ -39,14 +40,10 @@ struct Manifest: Equatable {
         w.u64(timestamp)
         w.u64(UInt64(previousCommit))
         w.u32(0)
-        let slotBytes = slots.encoded()
-        w.u16(UInt16(slotBytes.count))
-        w.raw(slotBytes)
+        w.prefixed(slots.encoded(), UInt16.self)
         w.u16(UInt16(entries.count))
         for entry in entries {
-            let name = Array(entry.name.utf8)
-            w.u8(UInt8(name.count))
-            w.raw(name)
+            w.prefixed(Array(entry.name.utf8), UInt8.self)
             w.u8(entry.kind.rawValue)
             w.u8(0)
             w.u64(entry.sealedGeneration)
@@ -62,68 +59,60 @@ struct Manifest: Equatable {
 
     static func parse(_ body: [UInt8], base: Int64, subject: String) throws -> Manifest {
         var r = ByteReader(body, base: base, subject: subject)
+        do {
+            return try parse(&r)
+        } catch let error as ByteCodecError {
+            throw ContainerError.parsing(error, "the commit record at byte \(base - Int64(RecordHeader.count))")
+        }
+    }
+
+    private static func parse(_ r: inout ByteReader) throws -> Manifest {
         let generation = try r.u64("generation")
         let timestamp = try r.u64("timestamp")
         let previous = try r.u64("previous commit offset")
         let flags = try r.u32("commit flags")
-        guard flags == 0 else { throw r.error("commit flags", "unknown flags \(flags)") }
-        guard generation >= 1 else { throw r.error("generation", "zero") }
-        guard previous <= UInt64(Int64.max) else { throw r.error("previous commit offset", "out of range") }
-        let slotCount = Int(try r.u16("slots length"))
-        let slotBytes = try r.array(slotCount, "key protector slots")
+        guard flags == 0 else { throw r.malformed("commit flags", "unknown flags \(flags)") }
+        guard generation >= 1 else { throw r.malformed("generation", "zero") }
+        guard let previousOffset = Int64(exactly: previous) else { throw r.malformed("previous commit offset", "\(previous) is out of range") }
+        let slotBytes = try r.prefixed(UInt16.self, "key protector slots")
         let slots: KeyProtectorSet
         do {
             slots = try KeyProtectorSet.parse(slotBytes)
-        } catch let error as VaultError {
-            throw r.error("key protector slots", error.description)
+        } catch {
+            throw ContainerError(.malformed, subject: "\(r.subject) at byte \(r.position)", reason: "the key protector slots cannot be read",
+                                 underlying: error)
         }
         let count = Int(try r.u16("entry count"))
-        guard count <= ContainerFormat.maximumEntries else { throw r.error("entry count", "\(count) is more than \(ContainerFormat.maximumEntries)") }
+        guard count <= ContainerFormat.maximumEntries else { throw r.malformed("entry count", "\(count) is more than \(ContainerFormat.maximumEntries)") }
         var entries: [EntryRecord] = []
-        var names = Set<String>()
+        entries.reserveCapacity(count)
         for index in 0..<count {
-            let nameLength = Int(try r.u8("entry \(index) name length"))
-            let nameBytes = try r.array(nameLength, "entry \(index) name")
-            guard let name = String(validating: nameBytes, as: UTF8.self), EntryName.isValid(name) else {
-                throw r.error("entry \(index) name", "not a valid entry name")
+            let nameBytes = try r.prefixed(UInt8.self, "entry \(index) name")
+            guard let name = EntryName.decode(nameBytes) else {
+                throw r.malformed("entry \(index) name", "not a valid entry name (docs/FORMAT.md §3.4)")
             }
-            guard names.insert(name).inserted else { throw r.error("entry \(index) name", "\"\(name)\" appears twice") }
-            guard let kind = EntryRecord.Kind(rawValue: try r.u8("entry \(index) kind")) else { throw r.error("entry \(index) kind", "unknown") }
-            guard try r.u8("entry \(index) reserved") == 0 else { throw r.error("entry \(index) reserved", "not zero") }
+            if let previous = entries.last, !EntryName.precedes(previous.name, name) {
+                throw r.malformed("entry \(index) name", "\"\(name)\" does not follow \"\(previous.name)\" (names are unique, in byte order)")
+            }
+            guard let kind = EntryRecord.Kind(rawValue: try r.u8("entry \(index) kind")) else { throw r.malformed("entry \(index) kind", "unknown") }
+            guard try r.u8("entry \(index) reserved") == 0 else { throw r.malformed("entry \(index) reserved", "not zero") }
             let sealed = try r.u64("entry \(index) sealed generation")
-            guard sealed >= 1, sealed <= generation else { throw r.error("entry \(index) sealed generation", "\(sealed) is outside 1...\(generation)") }
+            guard sealed >= 1, sealed <= generation else { throw r.malformed("entry \(index) sealed generation", "\(sealed) is outside 1...\(generation)") }
             let size = try r.u64("entry \(index) size")
-            if kind == .blob, size > UInt64(ContainerFormat.maximumBlobSize) { throw r.error("entry \(index) size", "blob of \(size) bytes is too large") }
+            if kind == .blob, size > UInt64(ContainerFormat.maximumBlobSize) { throw r.malformed("entry \(index) size", "blob of \(size) bytes is too large") }
+            if kind == .stream, size > ContainerFormat.maximumStreamLength { throw r.malformed("entry \(index) size", "stream of \(size) bytes is too large") }
             let offset = try r.u64("entry \(index) record offset")
-            guard offset >= UInt64(ContainerFormat.logStart), offset <= UInt64(Int64.max) else { throw r.error("entry \(index) record offset", "out of range") }
+            guard let recordOffset = Int64(exactly: offset), recordOffset >= ContainerFormat.logStart else {
+                throw r.malformed("entry \(index) record offset", "\(offset) is out of range")
+            }
             let salt = try r.array(16, "entry \(index) salt")
             let digest = try r.array(16, "entry \(index) digest")
             entries.append(EntryRecord(name: name, kind: kind, sealedGeneration: sealed, size: size,
-                                       recordOffset: Int64(offset), salt: salt, digest: digest))
+                                       recordOffset: recordOffset, salt: salt, digest: digest))
         }
         let auth = try r.array(authCount, "commit authenticator")
         try r.expectEnd("commit record")
-        return Manifest(generation: generation, timestamp: timestamp, previousCommit: Int64(previous), slots: slots,
+        return Manifest(generation: generation, timestamp: timestamp, previousCommit: previousOffset, slots: slots,
                         entries: entries, auth: auth)
-    }
-}
-
-/// Entry names: 1 to 255 bytes of UTF-8, no control characters, no "/" at the start.
-public enum EntryName {
-    /// The names GuestVault itself uses.
-    public static let tpmPermanent = "tpm.permanent"
-    public static let tpmVolatile = "tpm.volatile"
-    public static let tpmSaveState = "tpm.savestate"
-    public static let tpmPPI = "tpm.ppi"
-    public static let uefiNVRAM = "uefi.nvram"
-    public static let vmID = "vm.id"
-    public static let vmRuntime = "vm.runtime"
-
-    public static func isValid(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        guard (1...255).contains(bytes.count) else { return false }
-        return name.unicodeScalars.allSatisfy { !$0.properties.isWhitespace || $0 == " " } &&
-            !name.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f } &&
-            name.trimmingCharacters(in: .whitespaces) == name
     }
 }

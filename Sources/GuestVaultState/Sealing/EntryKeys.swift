@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 import GuestVaultCrypto
 
 /// The keys of an unlocked container, all derived from its DEK with the SP 800-108
@@ -41,9 +42,8 @@ struct EntryBinding: Sendable {
         w.raw(uuidBytes(vm))
         w.raw(containerID)
         w.u64(generation)
-        let name = Array(self.name.utf8)
-        w.u8(UInt8(name.count))
-        w.raw(name)
+        // Names are at most 255 bytes (checked before anything is sealed or read).
+        w.prefixed(Array(self.name.utf8), UInt8.self)
         return w
     }
 
@@ -90,7 +90,8 @@ enum SealedBlob {
             try context.open(inPlace: &plaintext, tag: tag, nonce: nonce, authenticating: binding.blobAAD)
         } catch let error as CryptoError where error.code == .authenticationFailure {
             throw ContainerError(.authenticationFailed, subject: "entry \(binding.name)",
-                                 reason: "does not authenticate: changed, or moved from another container, VM or generation")
+                                 reason: "does not authenticate: changed, or moved from another container, VM or generation",
+                                 underlying: error)
         }
         return plaintext
     }

@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
+import GuestVaultCore
 import GuestVaultCrypto
-import GuestVaultSystem
 import Synchronization
 
 /// Sealed streams: an entry of any size as fixed-size chunks, each its own AES-256-GCM
@@ -13,13 +13,6 @@ import Synchronization
 /// the last one shorter, possibly empty) then its 16-byte tag. Nonce of chunk i:
 /// 4 zero bytes || i as u64.
 enum SealedStream {
-    /// Chunks in a stream of `length` bytes: at least one (an empty stream has one empty
-    /// last chunk).
-    static func chunkCount(length: UInt64, chunkSize: Int) -> UInt64 {
-        let size = UInt64(chunkSize)
-        return length == 0 ? 1 : length / size + (length % size == 0 ? 0 : 1)
-    }
-
     static func nonce(_ index: UInt64) -> [UInt8] {
         var w = ByteWriter(capacity: 12)
         w.u32(0)
@@ -42,7 +35,7 @@ enum SealedStream {
     /// and returns the count, 0 at the end) into `file` starting at `offset` (just after
     /// where the header goes). Returns the header and the digest of the chunk tags.
     static func seal(
-        from source: (inout [UInt8]) throws -> Int, into file: OpenFile, at offset: Int64,
+        from source: (inout [UInt8]) throws -> Int, into storage: any ContainerStorage, at offset: Int64,
         keys: EntryKeys, binding: EntryBinding, chunkSize: Int = ContainerFormat.chunkSize,
         threads: Int = ProcessInfo.processInfo.activeProcessorCount,
         progress: ((UInt64) -> Void)? = nil
@@ -92,7 +85,11 @@ enum SealedStream {
             try sealInPlace(Array(slots[0..<used]), lastFlags: lastFlags, firstIndex: index, key: key, binding: binding, threads: threads)
             for box in slots[0..<used] {
                 let sealedCount = box.count + AESGCM.tagByteCount
-                try file.write(box.bytes[0..<sealedCount], at: writeOffset)
+                do {
+                    try storage.write(box.bytes[0..<sealedCount], at: writeOffset)
+                } catch {
+                    throw ContainerError.io(error, subject: storage.name, "could not write entry \(binding.name)")
+                }
                 try tags.update(Array(box.bytes[box.count..<sealedCount]))
                 writeOffset += Int64(sealedCount)
                 total += UInt64(box.count)
@@ -131,7 +128,8 @@ enum SealedStream {
                                  authenticating: binding.chunkAAD(index: index, last: index == total - 1))
             } catch let error as CryptoError where error.code == .authenticationFailure {
                 throw ContainerError(.authenticationFailed, subject: "entry \(binding.name) chunk \(index)",
-                                     reason: "does not authenticate: changed, reordered, cut short or spliced from another stream")
+                                     reason: "does not authenticate: changed, reordered, cut short or spliced from another stream",
+                                     underlying: error)
             }
         }
     }
@@ -156,7 +154,7 @@ enum SealedStream {
     /// the caller must not treat the data as complete until this returns (the digest of
     /// all tags and the last-chunk flag are checked at the end).
     static func open(
-        file: OpenFile, headerOffset: Int64, header: StreamHeader, keys: EntryKeys, binding: EntryBinding,
+        storage: any ContainerStorage, headerOffset: Int64, header: StreamHeader, keys: EntryKeys, binding: EntryBinding,
         expectedDigest: [UInt8], threads: Int = ProcessInfo.processInfo.activeProcessorCount,
         sink: ([UInt8]) throws -> Void
     ) throws {
@@ -174,10 +172,17 @@ enum SealedStream {
             let count = Int(min(UInt64(batch), header.chunkCount - index))
             for i in 0..<count {
                 let box = boxes[i]
-                box.count = chunkPlainCount(header: header, index: index + UInt64(i))
+                box.count = header.plainCount(index: index + UInt64(i))
                 let sealedCount = box.count + AESGCM.tagByteCount
-                let at = chunkOffset(headerOffset: headerOffset, chunkSize: chunkSize, index: index + UInt64(i))
-                let n = try file.read(into: &box.bytes, at: at, count: sealedCount)
+                let at = try LogScan.checked { () throws(Checked.Overflow) -> Int64 in
+                    try Checked.add(headerOffset, try header.chunkOffset(index: index + UInt64(i)), "chunk offset")
+                }
+                let n: Int
+                do {
+                    n = try storage.read(into: &box.bytes, bufferOffset: 0, at: at, count: sealedCount)
+                } catch {
+                    throw ContainerError.io(error, subject: storage.name, "cannot read entry \(binding.name)")
+                }
                 guard n == sealedCount else {
                     throw ContainerError(.truncated, subject: "entry \(binding.name)", reason: "the stream ends inside chunk \(index + UInt64(i))")
                 }
@@ -200,20 +205,9 @@ enum SealedStream {
                              authenticating: binding.chunkAAD(index: index, last: last))
         } catch let error as CryptoError where error.code == .authenticationFailure {
             throw ContainerError(.authenticationFailed, subject: "entry \(binding.name) chunk \(index)",
-                                 reason: "does not authenticate: changed, reordered, cut short or spliced from another stream")
+                                 reason: "does not authenticate: changed, reordered, cut short or spliced from another stream",
+                                     underlying: error)
         }
         return buffer
-    }
-
-    /// Where chunk `index` starts in the file.
-    static func chunkOffset(headerOffset: Int64, chunkSize: Int, index: UInt64) -> Int64 {
-        headerOffset + Int64(StreamHeader.count) + Int64(index) * Int64(chunkSize + AESGCM.tagByteCount)
-    }
-
-    /// Plaintext bytes in chunk `index`.
-    static func chunkPlainCount(header: StreamHeader, index: UInt64) -> Int {
-        let size = UInt64(header.chunkSize)
-        if index == header.chunkCount - 1 { return Int(header.length - index * size) }
-        return Int(size)
     }
 }

@@ -3,14 +3,15 @@ import Foundation
 import GuestVaultCrypto
 
 /// Measurements behind `guestvault benchmark`, in memory, through the same code paths
-/// the container uses (entry keys, AAD, chunking, parallel sealing).
-package enum SealingBenchmarks {
-    package struct Rate: Sendable, Codable {
-        package let operations: Int
-        package let bytes: Int
-        package let seconds: Double
-        package var perSecond: Double { Double(operations) / seconds }
-        package var bytesPerSecond: Double { Double(bytes) / seconds }
+/// the container uses (entry keys, AAD, chunking, parallel sealing). Not library API:
+/// callers `@_spi(Benchmarking) import GuestVaultState` (the CLI's `benchmark`, Benchmarks/).
+@_spi(Benchmarking) public enum SealingBenchmarks {
+    public struct Rate: Sendable, Codable {
+        public let operations: Int
+        public let bytes: Int
+        public let seconds: Double
+        public var perSecond: Double { Double(operations) / seconds }
+        public var bytesPerSecond: Double { Double(bytes) / seconds }
     }
 
     static func measure(for duration: Double, bytesPerOperation: Int, _ body: () throws -> Int) rethrows -> Rate {
@@ -29,7 +30,7 @@ package enum SealingBenchmarks {
     }
 
     /// Blob sealing (entry key derivation, AES-256-GCM, AAD) of `size` bytes.
-    package static func blobSeal(size: Int, seconds: Double) throws -> Rate {
+    public static func blobSeal(size: Int, seconds: Double) throws -> Rate {
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
         let salt = try SecureRandom.bytes(count: 16)
         let plaintext = [UInt8](repeating: 0x42, count: size)
@@ -41,7 +42,7 @@ package enum SealingBenchmarks {
     }
 
     /// Blob opening of `size` bytes.
-    package static func blobOpen(size: Int, seconds: Double) throws -> Rate {
+    public static func blobOpen(size: Int, seconds: Double) throws -> Rate {
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
         let salt = try SecureRandom.bytes(count: 16)
         let b = binding("tpm.permanent")
@@ -54,7 +55,7 @@ package enum SealingBenchmarks {
 
     /// Sealing `total` bytes as 256 KiB stream chunks on `threads` threads (no disk), with
     /// the buffers the container's stream writer reuses.
-    package static func streamSeal(total: Int, threads: Int) throws -> Rate {
+    public static func streamSeal(total: Int, threads: Int) throws -> Rate {
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
         let key = try keys.entryKey(salt: SecureRandom.bytes(count: 16))
         let chunk = ContainerFormat.chunkSize
@@ -77,7 +78,7 @@ package enum SealingBenchmarks {
 
     /// Opening `total` bytes of 256 KiB stream chunks on `threads` threads (no disk). Each
     /// round re-seals the buffers outside the timed part (opening decrypts in place).
-    package static func streamOpen(total: Int, threads: Int) throws -> Rate {
+    public static func streamOpen(total: Int, threads: Int) throws -> Rate {
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
         let key = try keys.entryKey(salt: SecureRandom.bytes(count: 16))
         let chunk = ContainerFormat.chunkSize

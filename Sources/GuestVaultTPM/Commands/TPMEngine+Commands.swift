@@ -1,3 +1,5 @@
+import GuestVaultCore
+
 /// Typed helpers for the TPM commands GuestVault's own tools and tests use. Each checks
 /// the response code and throws ``TPMEngineError`` with it.
 extension TPMEngine {
@@ -26,7 +28,7 @@ extension TPMEngine {
 
     /// TPM2_PCR_Extend of the SHA-256 bank.
     public func pcrExtend(_ index: Int, sha256 digest: [UInt8]) throws {
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.u32(1)
         w.u16(TPMConstant.algSHA256)
         w.raw(digest)
@@ -35,7 +37,7 @@ extension TPMEngine {
 
     /// TPM2_PCR_Read of SHA-256 PCR `index`.
     public func pcrRead(_ index: Int) throws -> [UInt8] {
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.u32(1)
         w.u16(TPMConstant.algSHA256)
         w.u8(3)
@@ -57,13 +59,13 @@ extension TPMEngine {
 
     /// TPM2_NV_DefineSpace under `hierarchy` (owner or platform).
     public func nvDefineSpace(_ index: UInt32, size: Int, attributes: UInt32, hierarchy: UInt32 = TPMConstant.rhOwner) throws {
-        var pub = TPMWriter()
+        var pub = ByteWriter()
         pub.u32(index)
         pub.u16(TPMConstant.algSHA256)
         pub.u32(attributes)
         pub.u16(0)
         pub.u16(UInt16(size))
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.u16(0)             // auth: empty
         w.sized(pub.bytes)   // TPM2B_NV_PUBLIC
         try run(TPMCommand(code: TPMConstant.ccNVDefineSpace, handles: [hierarchy], authorizations: 1, parameters: w.bytes), "TPM2_NV_DefineSpace")
@@ -75,7 +77,7 @@ extension TPMEngine {
         var written = 0
         repeat {
             let piece = Array(data[written..<min(data.count, written + 1024)])
-            var w = TPMWriter()
+            var w = ByteWriter()
             w.sized(piece)
             w.u16(UInt16(offset + written))
             try run(TPMCommand(code: TPMConstant.ccNVWrite, handles: [auth, index], authorizations: 1, parameters: w.bytes), "TPM2_NV_Write")
@@ -93,7 +95,7 @@ extension TPMEngine {
         var out: [UInt8] = []
         while out.count < size {
             let count = min(1024, size - out.count)
-            var w = TPMWriter()
+            var w = ByteWriter()
             w.u16(UInt16(count))
             w.u16(UInt16(offset + out.count))
             var r = try run(TPMCommand(code: TPMConstant.ccNVRead, handles: [auth, index], authorizations: 1, parameters: w.bytes), "TPM2_NV_Read")
@@ -112,13 +114,13 @@ extension TPMEngine {
     /// TPM2_CreatePrimary in `hierarchy` from a TPMT_PUBLIC template; returns the
     /// transient handle and the TPMT_PUBLIC of the new key.
     public func createPrimary(hierarchy: UInt32, template: [UInt8]) throws -> (handle: UInt32, publicArea: [UInt8]) {
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.sized([0, 0, 0, 0])   // TPM2B_SENSITIVE_CREATE: empty userAuth, empty data
         w.sized(template)
         w.u16(0)                // outsideInfo
         w.u32(0)                // creationPCR: no selection
         let response = try run(TPMCommand(code: TPMConstant.ccCreatePrimary, handles: [hierarchy], authorizations: 1, parameters: w.bytes), "TPM2_CreatePrimary")
-        var handles = TPMReader(response.body)
+        var handles = ByteReader(response.body, subject: "TPM response handles")
         let handle = try handles.u32("objectHandle")
         var r = try response.parameters(handles: 1)
         return (handle, try r.sized("outPublic"))
@@ -126,14 +128,14 @@ extension TPMEngine {
 
     /// TPM2_EvictControl: makes a transient object persistent at `persistentHandle`.
     public func evictControl(_ object: UInt32, persistentHandle: UInt32, auth: UInt32 = TPMConstant.rhOwner) throws {
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.u32(persistentHandle)
         try run(TPMCommand(code: TPMConstant.ccEvictControl, handles: [auth, object], authorizations: 1, parameters: w.bytes), "TPM2_EvictControl")
     }
 
     /// TPM2_FlushContext.
     public func flushContext(_ handle: UInt32) throws {
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.u32(handle)
         try run(TPMCommand(code: TPMConstant.ccFlushContext, parameters: w.bytes), "TPM2_FlushContext")
     }
@@ -141,7 +143,7 @@ extension TPMEngine {
     /// TPM2_PCR_Allocate (platform auth): only the SHA-256 bank, all 24 PCRs. Takes
     /// effect at the next TPM reset.
     public func allocateSHA256BankOnly() throws {
-        var w = TPMWriter()
+        var w = ByteWriter()
         let banks: [(UInt16, [UInt8])] = [
             (TPMConstant.algSHA1, [0, 0, 0]), (TPMConstant.algSHA256, [0xff, 0xff, 0xff]),
             (TPMConstant.algSHA384, [0, 0, 0]), (TPMConstant.algSHA512, [0, 0, 0]),

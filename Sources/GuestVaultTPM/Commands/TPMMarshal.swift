@@ -1,41 +1,20 @@
-/// TPM 2.0 marshalling: big-endian integers and sized buffers (TPM2B).
-public struct TPMWriter: Sendable {
-    public private(set) var bytes: [UInt8] = []
+public import GuestVaultCore
 
-    public init() {}
-
-    public mutating func u8(_ v: UInt8) { bytes.append(v) }
-    public mutating func u16(_ v: UInt16) { bytes += [UInt8(v >> 8), UInt8(v & 0xff)] }
-    public mutating func u32(_ v: UInt32) { bytes += [UInt8(v >> 24), UInt8(v >> 16 & 0xff), UInt8(v >> 8 & 0xff), UInt8(v & 0xff)] }
-    public mutating func raw(_ v: [UInt8]) { bytes += v }
-    /// A TPM2B: u16 size, then the bytes.
-    public mutating func sized(_ v: [UInt8]) { u16(UInt16(v.count)); raw(v) }
+/// TPM 2.0 marshalling on GuestVaultCore's codec: integers are big-endian; a TPM2B is a
+/// u16 size and then the bytes.
+extension ByteWriter {
+    /// A TPM2B: u16 size, then the bytes (at most 65,535 of them: a TPM2B's size field).
+    public mutating func sized(_ v: [UInt8]) {
+        precondition(v.count <= Int(UInt16.max), "a TPM2B holds at most 65535 bytes")
+        prefixed(v, UInt16.self)
+    }
 }
 
-/// Reads TPM 2.0 structures from hostile bytes; every read is bounds-checked.
-public struct TPMReader: Sendable {
-    public let bytes: [UInt8]
-    public private(set) var offset: Int
-
-    public init(_ bytes: [UInt8], offset: Int = 0) {
-        self.bytes = bytes
-        self.offset = offset
+extension ByteReader {
+    /// A TPM2B: u16 size, then that many bytes.
+    public mutating func sized(_ what: String) throws(ByteCodecError) -> [UInt8] {
+        try prefixed(UInt16.self, what)
     }
-
-    public var remaining: Int { bytes.count - offset }
-
-    public mutating func take(_ count: Int, _ what: String) throws -> [UInt8] {
-        guard count >= 0, remaining >= count else {
-            throw TPMEngineError(.malformed, "\(what): needs \(count) bytes at offset \(offset), \(remaining) remain")
-        }
-        defer { offset += count }
-        return Array(bytes[offset..<(offset + count)])
-    }
-
-    public mutating func u8(_ what: String) throws -> UInt8 { try take(1, what)[0] }
-    public mutating func u16(_ what: String) throws -> UInt16 { try take(2, what).reduce(0) { $0 << 8 | UInt16($1) } }
-    public mutating func u32(_ what: String) throws -> UInt32 { try take(4, what).reduce(0) { $0 << 8 | UInt32($1) } }
-    public mutating func sized(_ what: String) throws -> [UInt8] { try take(Int(try u16("\(what) size")), what) }
 }
 
 /// TPM 2.0 constants used here (TPM 2.0 Library, Part 2).
@@ -87,7 +66,7 @@ public struct TPMCommand: Sendable {
 
     /// Builds a command. `authHandles` get an empty password session each.
     public init(code: UInt32, handles: [UInt32] = [], authorizations: Int = 0, parameters: [UInt8] = []) {
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.u16(authorizations > 0 ? TPMConstant.stSessions : TPMConstant.stNoSessions)
         w.u32(0)
         w.u32(code)
@@ -103,24 +82,22 @@ public struct TPMCommand: Sendable {
             }
         }
         w.raw(parameters)
-        var bytes = w.bytes
-        let size = UInt32(bytes.count)
-        bytes.replaceSubrange(2..<6, with: [UInt8(size >> 24), UInt8(size >> 16 & 0xff), UInt8(size >> 8 & 0xff), UInt8(size & 0xff)])
-        self.bytes = bytes
+        w.patch(UInt32(truncatingIfNeeded: w.count), at: 2)
+        self.bytes = w.bytes
     }
 
     public static func startup(_ type: UInt16) -> TPMCommand {
-        var w = TPMWriter(); w.u16(type)
+        var w = ByteWriter(); w.u16(type)
         return TPMCommand(code: TPMConstant.ccStartup, parameters: w.bytes)
     }
 
     public static func shutdown(_ type: UInt16) -> TPMCommand {
-        var w = TPMWriter(); w.u16(type)
+        var w = ByteWriter(); w.u16(type)
         return TPMCommand(code: TPMConstant.ccShutdown, parameters: w.bytes)
     }
 
     public static func getRandom(_ count: UInt16) -> TPMCommand {
-        var w = TPMWriter(); w.u16(count)
+        var w = ByteWriter(); w.u16(count)
         return TPMCommand(code: TPMConstant.ccGetRandom, parameters: w.bytes)
     }
 }
@@ -132,12 +109,12 @@ public struct TPMResponse: Sendable {
     let hasSessions: Bool
 
     public init(_ bytes: [UInt8]) throws {
-        var r = TPMReader(bytes)
-        let tag = try r.u16("response tag")
-        let size = try r.u32("response size")
+        var r = ByteReader(bytes, subject: "TPM response")
+        let tag = try r.u16("tag")
+        let size = try r.u32("size")
         guard size == UInt32(bytes.count) else { throw TPMEngineError(.malformed, "response size field \(size) but \(bytes.count) bytes") }
         code = try r.u32("response code")
-        body = try r.take(r.remaining, "response body")
+        body = try r.array(r.remaining, "body")
         hasSessions = tag == TPMConstant.stSessions
     }
 
@@ -150,8 +127,8 @@ public struct TPMResponse: Sendable {
 
     /// A reader positioned at the response parameters, past `handles` handles and the
     /// parameter size of a session response.
-    public func parameters(handles: Int = 0) throws -> TPMReader {
-        var r = TPMReader(body)
+    public func parameters(handles: Int = 0) throws -> ByteReader {
+        var r = ByteReader(body, subject: "TPM response parameters")
         for i in 0..<handles { _ = try r.u32("handle \(i)") }
         if hasSessions { _ = try r.u32("parameter size") }
         return r

@@ -1,12 +1,13 @@
 import Dispatch
 import Foundation
 import GuestVaultSystem
+import GuestVaultCore
 
 /// Measurements behind `guestvault benchmark --tpm`.
-package enum TPMBenchmarks {
+@_spi(Benchmarking) public enum TPMBenchmarks {
     /// Median nanoseconds of a TPM2_GetRandom(16) round trip through the engine and
     /// through TPMLIB_Process called directly, interleaved in one run (memory storage).
-    package static func getRandom(rounds: Int) throws -> (engine: Double, direct: Double) {
+    public static func getRandom(rounds: Int) throws -> (engine: Double, direct: Double) {
         let engine = try TPMEngine.start(storage: MemoryTPMStorage())
         defer { try? engine.stop() }
         try engine.startup()
@@ -30,7 +31,7 @@ package enum TPMBenchmarks {
 
     /// Median microseconds of a 64-byte TPM2_NV_Write round trip to a server's data
     /// channel (after defining the index with `index`).
-    package static func nvWriteRoundTrip(port: UInt16, index: UInt32, rounds: Int) throws -> Double {
+    public static func nvWriteRoundTrip(port: UInt16, index: UInt32, rounds: Int) throws -> Double {
         let socket = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: port))
         func roundTrip(_ command: [UInt8]) throws -> [UInt8] {
             try socket.send(command)
@@ -42,8 +43,8 @@ package enum TPMBenchmarks {
             }
             return response
         }
-        var define = TPMWriter()
-        var pub = TPMWriter()
+        var define = ByteWriter()
+        var pub = ByteWriter()
         pub.u32(index); pub.u16(TPMConstant.algSHA256); pub.u32(0x0006_0006); pub.u16(0); pub.u16(64)
         define.u16(0)
         define.sized(pub.bytes)
@@ -52,7 +53,7 @@ package enum TPMBenchmarks {
         try defined.check("TPM2_NV_DefineSpace")
         var times: [Double] = []
         for i in 0..<(rounds + 20) {
-            var w = TPMWriter()
+            var w = ByteWriter()
             w.sized([UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 64))
             w.u16(0)
             let command = TPMCommand(code: TPMConstant.ccNVWrite, handles: [TPMConstant.rhOwner, index], authorizations: 1, parameters: w.bytes).bytes
@@ -73,7 +74,7 @@ package enum TPMBenchmarks {
     /// milliseconds of that sequence over `rounds` (after 3 not counted) and the blob
     /// sizes. Between rounds the source is started again (INIT) and the destination
     /// stopped, untimed.
-    package static func blobMigration(sourceControl: UInt16, destinationControl: UInt16, rounds: Int) throws -> (milliseconds: Double, blobBytes: [Int]) {
+    public static func blobMigration(sourceControl: UInt16, destinationControl: UInt16, rounds: Int) throws -> (milliseconds: Double, blobBytes: [Int]) {
         let source = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: sourceControl))
         let destination = try StreamSocket.connect(.tcp(host: "127.0.0.1", port: destinationControl))
         func be(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)] }

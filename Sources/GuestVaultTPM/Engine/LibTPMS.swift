@@ -1,4 +1,5 @@
 internal import CLibTPMS
+import GuestVaultCore
 
 /// Facts about the linked libtpms.
 public enum LibTPMS {

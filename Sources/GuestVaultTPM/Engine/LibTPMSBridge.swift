@@ -1,6 +1,7 @@
 internal import CLibTPMS
 import Foundation
 import Synchronization
+import GuestVaultCore
 
 /// The thin layer over libtpms: the only file that calls it or touches its pointers.
 ///
@@ -17,8 +18,8 @@ enum LibTPMSBridge {
         static let shared = CallbackContext()
         let storage = Mutex<(any TPMStateStorage)?>(nil)
         let locality = Atomic<UInt32>(0)
-        /// The last storage failure, for the engine to report.
-        let lastError = Mutex<String?>(nil)
+        /// The last storage failure, for the engine to report as the cause.
+        let lastError = Mutex<TPMEngineError?>(nil)
     }
 
     static func registerCallbacks() throws {
@@ -38,7 +39,7 @@ enum LibTPMSBridge {
                 length.pointee = UInt32(bytes.count)
                 return 0
             } catch {
-                CallbackContext.shared.lastError.withLock { $0 = "loading \(blob): \(error)" }
+                CallbackContext.shared.lastError.withLock { $0 = TPMEngineError(.storage, "loading the \(blob) state failed", underlying: error) }
                 return LibTPMSBridge.fail
             }
         }
@@ -51,7 +52,7 @@ enum LibTPMSBridge {
                 try storage.store(blob, bytes)
                 return 0
             } catch {
-                CallbackContext.shared.lastError.withLock { $0 = "storing \(blob): \(error)" }
+                CallbackContext.shared.lastError.withLock { $0 = TPMEngineError(.storage, "storing the \(blob) state failed", underlying: error) }
                 return LibTPMSBridge.fail
             }
         }
@@ -64,7 +65,7 @@ enum LibTPMSBridge {
                 try storage.delete(blob)
                 return 0
             } catch {
-                CallbackContext.shared.lastError.withLock { $0 = "deleting \(blob): \(error)" }
+                CallbackContext.shared.lastError.withLock { $0 = TPMEngineError(.storage, "deleting the \(blob) state failed", underlying: error) }
                 return LibTPMSBridge.fail
             }
         }
@@ -82,11 +83,17 @@ enum LibTPMSBridge {
 
     static func check(_ result: TPM_RESULT, _ what: String) throws {
         guard result == 0 else {
-            let detail = CallbackContext.shared.lastError.withLock { error -> String in
-                defer { error = nil }
-                return error.map { " (\($0))" } ?? ""
-            }
-            throw TPMEngineError(.libtpms, "\(what) returned 0x\(String(result, radix: 16))\(detail)", responseCode: result)
+            let cause = takeStorageFailure()
+            throw TPMEngineError(.libtpms, "\(what) returned 0x\(String(result, radix: 16))", responseCode: result,
+                                 underlying: cause)
+        }
+    }
+
+    /// The storage failure an NV callback met since the last call, if any (and forgets it).
+    static func takeStorageFailure() -> TPMEngineError? {
+        CallbackContext.shared.lastError.withLock { error in
+            defer { error = nil }
+            return error
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import GuestVaultCore
 
 /// A TPM 2.0 on libtpms.
 ///
@@ -56,7 +57,14 @@ public final class TPMEngine: Sendable {
             guard command.count >= 10 else { throw TPMEngineError(.malformed, "a TPM command is at least 10 bytes, not \(command.count)") }
             LibTPMSBridge.CallbackContext.shared.locality.store(UInt32(locality), ordering: .relaxed)
             var copy = command
-            return try buffer.process(&copy)
+            _ = LibTPMSBridge.takeStorageFailure()
+            let response = try buffer.process(&copy)
+            // libtpms answers even when its NV callback could not store the change; that
+            // answer must not reach the guest as if the change were durable.
+            if let failure = LibTPMSBridge.takeStorageFailure() {
+                throw TPMEngineError(.storage, "the TPM command's NV change could not be committed", underlying: failure)
+            }
+            return response
         }
     }
 

@@ -1,3 +1,5 @@
+import GuestVaultCore
+
 /// Checks TPM state blobs with libtpms itself: starts a TPM from them in memory and
 /// stops it again. Needs the process's one TPM slot free.
 public enum TPMStateCheck {

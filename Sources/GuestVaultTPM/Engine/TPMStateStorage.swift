@@ -1,4 +1,4 @@
-import GuestVaultState
+import GuestVaultCore
 
 /// Where the engine's state lives. libtpms asks for and hands over whole blobs by
 /// name; every store must be durable before it returns, because the TPM's response to
@@ -32,12 +32,4 @@ public enum TPMStateBlob: String, Sendable, CaseIterable {
         self = blob
     }
 
-    /// The container entry.
-    public var entryName: String {
-        switch self {
-        case .permanent: EntryName.tpmPermanent
-        case .volatile: EntryName.tpmVolatile
-        case .saveState: EntryName.tpmSaveState
-        }
-    }
 }

@@ -1,3 +1,5 @@
+import GuestVaultCore
+
 /// The endorsement key templates of the TCG EK Credential Profile for TPM 2.0
 /// (the default "low range" templates L-1, RSA 2048, and L-2, ECC NIST P-256), and the
 /// handles and NV indices they live at.
@@ -17,7 +19,7 @@ public enum EKTemplates {
 
     /// TPMT_PUBLIC of the RSA 2048 EK (template L-1).
     public static var rsa2048: [UInt8] {
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.u16(TPMConstant.algRSA)
         w.u16(TPMConstant.algSHA256)
         w.u32(attributes)
@@ -32,7 +34,7 @@ public enum EKTemplates {
 
     /// TPMT_PUBLIC of the ECC NIST P-256 EK (template L-2).
     public static var eccP256: [UInt8] {
-        var w = TPMWriter()
+        var w = ByteWriter()
         w.u16(TPMConstant.algECC)
         w.u16(TPMConstant.algSHA256)
         w.u32(attributes)
@@ -57,7 +59,7 @@ public enum TPMPublicKey: Sendable, Equatable {
     case ecc(curve: UInt16, x: [UInt8], y: [UInt8])
 
     public init(publicArea: [UInt8]) throws {
-        var r = TPMReader(publicArea)
+        var r = ByteReader(publicArea, subject: "TPMT_PUBLIC")
         let type = try r.u16("type")
         _ = try r.u16("nameAlg")
         _ = try r.u32("objectAttributes")

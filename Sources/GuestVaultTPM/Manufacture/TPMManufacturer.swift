@@ -1,12 +1,13 @@
-public import GuestVaultState
 import Dispatch
+import GuestVaultCore
 
 /// Makes a new TPM 2.0 for a container, as `swtpm_setup` does: the SHA-256 PCR bank
 /// active, and optionally the RSA-2048 and ECC P-256 endorsement keys persisted at
 /// their usual handles with certificates in the TCG NV indices.
 ///
-/// The TPM is built in memory and stored as the container's `tpm.permanent` in one
-/// commit: the container holds a whole manufactured TPM or none.
+/// The TPM is built in memory; ``manufacture(options:)`` returns its permanent state
+/// (GuestVaultTPMContainer stores it as a container's `tpm.permanent` in one commit, so
+/// the container holds a whole manufactured TPM or none).
 public enum TPMManufacturer {
     public struct Options: Sendable {
         /// Create and persist the endorsement keys.
@@ -29,12 +30,9 @@ public enum TPMManufacturer {
         public var milliseconds: Double
     }
 
-    /// Manufactures a TPM and commits it into `container` (unlocked, writable, without a
-    /// TPM yet). Needs the process's one TPM slot.
-    public static func manufacture(into container: GuestStateContainer, options: Options) throws -> Report {
-        guard !container.entryNames.contains(TPMStateBlob.permanent.entryName) else {
-            throw TPMEngineError(.storage, "\(container.path) already holds a TPM")
-        }
+    /// Manufactures a TPM in memory and returns its permanent state (libtpms' "permall")
+    /// and the report. Needs the process's one TPM slot.
+    public static func manufacture(options: Options) throws -> (permanent: [UInt8], report: Report) {
         let start = DispatchTime.now().uptimeNanoseconds
         let storage = MemoryTPMStorage()
         var report = Report(permanentStateBytes: 0, milliseconds: 0)
@@ -84,10 +82,8 @@ public enum TPMManufacturer {
         guard let permanent = storage.snapshot[.permanent] else {
             throw TPMEngineError(.storage, "libtpms stored no permanent state")
         }
-        try container.write(TPMStateBlob.permanent.entryName, permanent)
-        try container.commit()
         report.permanentStateBytes = permanent.count
         report.milliseconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-        return report
+        return (permanent, report)
     }
 }

@@ -1,3 +1,5 @@
+public import GuestVaultCore
+
 // Decoding swtpm control-channel requests from a hostile byte stream.
 //
 // Framing. The control channel has no length prefix: a request is a u32 command code and a
@@ -20,23 +22,13 @@
 
 /// Why a control-channel request was refused. The server answers with `reply` (when it is
 /// not nil) and closes that connection; the server itself keeps running.
-public struct ControlChannelError: Error, Sendable, Hashable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
+public struct ControlChannelError: GuestVaultError, Hashable {
+    /// The codes are ``ErrorCode`` statics: `.unknownCommand`, `.lengthOverLimit`,
+    /// `.malformed` (bytes the command does not allow), `.truncated` (the connection ended
+    /// or timed out inside a request).
+    public typealias Code = ErrorCode
 
-        /// The command code is not one swtpm knows.
-        public static let unknownCommand = Code("unknownCommand")
-        /// A length field (HASH_DATA, SET_STATEBLOB) or the whole request is over the limit.
-        public static let lengthOverLimit = Code("lengthOverLimit")
-        /// The request has bytes its command does not allow.
-        public static let malformed = Code("malformed")
-        /// The connection ended (or timed out) inside a request.
-        public static let truncated = Code("truncated")
-    }
-
-    public let code: Code
+    public let code: ErrorCode
     /// The request's command code, when at least its four bytes arrived.
     public let commandCode: UInt32?
     /// The byte offset, within the request, of the field that is wrong.
@@ -44,14 +36,20 @@ public struct ControlChannelError: Error, Sendable, Hashable, CustomStringConver
     /// The byte offset of the request's first byte in the connection's stream.
     public let streamOffset: Int
     public let reason: String
+    public let location: SourceLocation
 
-    public init(_ code: Code, commandCode: UInt32?, offset: Int, streamOffset: Int, reason: String) {
+    public init(_ code: ErrorCode, commandCode: UInt32?, offset: Int, streamOffset: Int, reason: String,
+                file: String = #fileID, line: Int = #line) {
         self.code = code
         self.commandCode = commandCode
         self.offset = offset
         self.streamOffset = streamOffset
         self.reason = reason
+        self.location = SourceLocation(file: file, line: line)
     }
+
+    /// A decoding error has no cause below it.
+    public var underlying: (any Error & Sendable)? { nil }
 
     /// The command, when its code is a known one.
     public var command: ControlCommand? { commandCode.flatMap(ControlCommand.init(rawValue:)) }
@@ -68,8 +66,8 @@ public struct ControlChannelError: Error, Sendable, Hashable, CustomStringConver
         }
     }
 
-    public var description: String {
-        let what = command.map(\.description) ?? commandCode.map(SWTPMWire.hex) ?? "request"
+    public var message: String {
+        let what = command.map(\.description) ?? commandCode.map(SWTPMText.hex) ?? "request"
         return "control channel: \(what) at stream offset \(streamOffset), byte \(offset): \(reason)"
     }
 }
@@ -135,7 +133,7 @@ public struct ControlDecoder: Sendable {
         if let failure { throw failure }
         let available = bufferedByteCount
         guard available > 0 else { return }
-        let code = available >= 4 ? SWTPMWire.u32(buffer, at: start) : nil
+        let code = available >= 4 ? peekU32(at: start) : nil
         throw ControlChannelError(
             .truncated, commandCode: code, offset: available, streamOffset: streamBase + start,
             reason: "the connection ended after \(available) bytes of a request")
@@ -152,10 +150,10 @@ public struct ControlDecoder: Sendable {
     private mutating func decodeNext() throws(ControlChannelError) -> ControlRequest? {
         let available = bufferedByteCount
         guard available >= 4 else { return nil }
-        let code = SWTPMWire.u32(buffer, at: start)
+        let code = peekU32(at: start)
         guard let command = ControlCommand(rawValue: code) else {
             throw error(.unknownCommand, code, offset: 0,
-                        "unknown command code \(SWTPMWire.hex(code))")
+                        "unknown command code \(SWTPMText.hex(code))")
         }
         guard let shape = try shape(of: command, available: available) else { return nil }
         guard available >= shape.size else {
@@ -181,7 +179,13 @@ public struct ControlDecoder: Sendable {
                             "the request and its trailing bytes exceed \(maximumMessage) bytes")
             }
         }
-        let request = fields(of: command, at: start, size: shape.size)
+        let request: ControlRequest
+        do {
+            request = try fields(of: command, at: start, size: shape.size)
+        } catch {
+            // Unreachable: the whole request is in the buffer. Kept as an error, not a trap.
+            throw self.error(.malformed, code, offset: Int(error.position) - streamBase - start, error.message)
+        }
         consume(to: end)
         return request
     }
@@ -207,7 +211,7 @@ public struct ControlDecoder: Sendable {
             return Shape(size: 20, exact: false)
         case .hashData:
             guard available >= 8 else { return nil }
-            let length = SWTPMWire.u32(buffer, at: start + 4)
+            let length = peekU32(at: start + 4)
             guard length <= ControlChannelLimits.maximumHashData else {
                 throw error(.lengthOverLimit, command.rawValue, offset: 4,
                             "hash data length \(length) is over \(ControlChannelLimits.maximumHashData)")
@@ -215,7 +219,7 @@ public struct ControlDecoder: Sendable {
             return Shape(size: 8 + Int(length), exact: true)
         case .setStateBlob:
             guard available >= 16 else { return nil }
-            let length = SWTPMWire.u32(buffer, at: start + 12)
+            let length = peekU32(at: start + 12)
             guard Int(length) <= maximumStateBlob else {
                 throw error(.lengthOverLimit, command.rawValue, offset: 12,
                             "state blob length \(length) is over \(maximumStateBlob)")
@@ -224,37 +228,44 @@ public struct ControlDecoder: Sendable {
         }
     }
 
-    /// Reads the fields of a request whose `size` bytes are all in the buffer at `at`.
-    private func fields(of command: ControlCommand, at base: Int, size: Int) -> ControlRequest {
-        func u32(_ offset: Int) -> UInt32 { SWTPMWire.u32(buffer, at: base + offset) }
+    /// The big-endian u32 at `index` of the buffer, whose bounds the caller checked.
+    private func peekU32(at index: Int) -> UInt32 {
+        UInt32(bigEndianBytes: buffer[index..<(index + 4)]) ?? 0
+    }
+
+    /// Reads the fields of a request whose `size` bytes are all in the buffer at `base`.
+    private func fields(of command: ControlCommand, at base: Int, size: Int) throws(ByteCodecError) -> ControlRequest {
+        var r = ByteReader(buffer, from: base, to: base + size, base: Int64(streamBase), subject: "control request")
+        _ = try r.u32("command code")
         switch command {
         case .getCapability: return .getCapability
-        case .initialize: return .initialize(flags: PTMInitFlags(rawValue: u32(4)))
+        case .initialize: return .initialize(flags: PTMInitFlags(rawValue: try r.u32("init flags")))
         case .shutdown: return .shutdown
         case .getTPMEstablished: return .getTPMEstablished
-        case .setLocality: return .setLocality(buffer[base + 4])
+        case .setLocality: return .setLocality(try r.u8("locality"))
         case .hashStart: return .hashStart
-        case .hashData: return .hashData(Array(buffer[(base + 8)..<(base + size)]))
+        case .hashData: return .hashData(try r.prefixed(UInt32.self, limit: ControlChannelLimits.maximumHashData, "hash data"))
         case .hashEnd: return .hashEnd
         case .cancelTPMCommand: return .cancelTPMCommand
         case .storeVolatile: return .storeVolatile
-        case .resetTPMEstablished: return .resetTPMEstablished(locality: buffer[base + 4])
+        case .resetTPMEstablished: return .resetTPMEstablished(locality: try r.u8("locality"))
         case .getStateBlob:
-            return .getStateBlob(type: PTMBlobType(rawValue: u32(8)),
-                                 flags: PTMStateFlags(rawValue: u32(4)), offset: u32(12))
+            let flags = PTMStateFlags(rawValue: try r.u32("state flags"))
+            let type = PTMBlobType(rawValue: try r.u32("blob type"))
+            return .getStateBlob(type: type, flags: flags, offset: try r.u32("offset"))
         case .setStateBlob:
-            return .setStateBlob(type: PTMBlobType(rawValue: u32(8)),
-                                 flags: PTMStateFlags(rawValue: u32(4)),
-                                 blob: Array(buffer[(base + 16)..<(base + size)]))
+            let flags = PTMStateFlags(rawValue: try r.u32("state flags"))
+            let type = PTMBlobType(rawValue: try r.u32("blob type"))
+            return .setStateBlob(type: type, flags: flags, blob: try r.prefixed(UInt32.self, limit: maximumStateBlob, "state blob"))
         case .stop: return .stop
         case .getConfig: return .getConfig
         case .setDataFD: return .setDataFD
-        case .setBufferSize: return .setBufferSize(u32(4))
+        case .setBufferSize: return .setBufferSize(try r.u32("buffer size"))
         case .getInfo:
             // The u32 after the offset is padding; swtpm ignores it.
-            return .getInfo(flags: PTMInfoFlags(rawValue: SWTPMWire.u64(buffer, at: base + 4)),
-                            offset: u32(12))
-        case .lockStorage: return .lockStorage(retries: u32(4))
+            let flags = PTMInfoFlags(rawValue: try r.u64("info flags"))
+            return .getInfo(flags: flags, offset: try r.u32("offset"))
+        case .lockStorage: return .lockStorage(retries: try r.u32("retries"))
         }
     }
 
@@ -274,7 +285,7 @@ public struct ControlDecoder: Sendable {
         }
     }
 
-    private func error(_ code: ControlChannelError.Code, _ commandCode: UInt32, offset: Int,
+    private func error(_ code: ErrorCode, _ commandCode: UInt32, offset: Int,
                        _ reason: String) -> ControlChannelError {
         ControlChannelError(code, commandCode: commandCode, offset: offset,
                             streamOffset: streamBase + start, reason: reason)

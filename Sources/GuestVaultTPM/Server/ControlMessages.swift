@@ -1,3 +1,7 @@
+import GuestVaultCore
+
+import GuestVaultCore
+
 // The messages of swtpm's control channel, as swtpm 0.7 speaks it over a stream socket
 // (Unix or TCP). The layout follows swtpm's `include/swtpm/tpm_ioctl.h`; on a socket every
 // integer field is big-endian. docs/SWTPM-PROTOCOL.md describes every message byte by byte.
@@ -53,7 +57,7 @@ public enum ControlCommand: UInt32, Sendable, CaseIterable, CustomStringConverti
         }
     }
 
-    public var description: String { "\(name) (\(SWTPMWire.hex(rawValue)))" }
+    public var description: String { "\(name) (\(SWTPMText.hex(rawValue)))" }
 }
 
 // MARK: - Result codes
@@ -96,7 +100,7 @@ public struct PTMResult: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .ioError: "TPM_IOERROR"
         case .badLocality: "TPM_BAD_LOCALITY"
         case .retry: "TPM_RETRY"
-        default: SWTPMWire.hex(rawValue)
+        default: SWTPMText.hex(rawValue)
         }
     }
 }
@@ -239,237 +243,11 @@ public enum ControlChannelLimits {
     public static let setStateBlobHeader = 12
 }
 
-// MARK: - Requests
+// MARK: - Text
 
-/// One decoded control-channel request, with its payload fields as swtpm reads them.
-public enum ControlRequest: Sendable, Hashable {
-    /// CMD_GET_CAPABILITY: no payload.
-    case getCapability
-    /// CMD_INIT: the init flags.
-    case initialize(flags: PTMInitFlags)
-    /// CMD_SHUTDOWN: no payload. swtpm stops the TPM, replies, then exits.
-    case shutdown
-    /// CMD_GET_TPMESTABLISHED: no payload.
-    case getTPMEstablished
-    /// CMD_SET_LOCALITY: the locality for the following TPM commands (valid 0...4).
-    case setLocality(UInt8)
-    /// CMD_HASH_START: no payload.
-    case hashStart
-    /// CMD_HASH_DATA: the data to hash (at most `ControlChannelLimits.maximumHashData`).
-    case hashData([UInt8])
-    /// CMD_HASH_END: no payload.
-    case hashEnd
-    /// CMD_CANCEL_TPM_CMD: no payload.
-    case cancelTPMCommand
-    /// CMD_STORE_VOLATILE: no payload.
-    case storeVolatile
-    /// CMD_RESET_TPMESTABLISHED: the locality to reset from (valid 0...4).
-    case resetTPMEstablished(locality: UInt8)
-    /// CMD_GET_STATEBLOB: which blob, its flags, and the offset to start from.
-    case getStateBlob(type: PTMBlobType, flags: PTMStateFlags, offset: UInt32)
-    /// CMD_SET_STATEBLOB: which blob, its flags, and the whole blob.
-    case setStateBlob(type: PTMBlobType, flags: PTMStateFlags, blob: [UInt8])
-    /// CMD_STOP: no payload.
-    case stop
-    /// CMD_GET_CONFIG: no payload.
-    case getConfig
-    /// CMD_SET_DATAFD: no payload; the data channel's file descriptor travels beside the
-    /// message as SCM_RIGHTS ancillary data, which the server reads with recvmsg.
-    case setDataFD
-    /// CMD_SET_BUFFERSIZE: the wanted buffer size; 0 only asks for the current one.
-    case setBufferSize(UInt32)
-    /// CMD_GET_INFO: which information, and the offset into its text.
-    case getInfo(flags: PTMInfoFlags, offset: UInt32)
-    /// CMD_LOCK_STORAGE (swtpm 0.8+): how many times to retry taking the state lock.
-    case lockStorage(retries: UInt32)
-
-    /// The command this request carries.
-    public var command: ControlCommand {
-        switch self {
-        case .getCapability: .getCapability
-        case .initialize: .initialize
-        case .shutdown: .shutdown
-        case .getTPMEstablished: .getTPMEstablished
-        case .setLocality: .setLocality
-        case .hashStart: .hashStart
-        case .hashData: .hashData
-        case .hashEnd: .hashEnd
-        case .cancelTPMCommand: .cancelTPMCommand
-        case .storeVolatile: .storeVolatile
-        case .resetTPMEstablished: .resetTPMEstablished
-        case .getStateBlob: .getStateBlob
-        case .setStateBlob: .setStateBlob
-        case .stop: .stop
-        case .getConfig: .getConfig
-        case .setDataFD: .setDataFD
-        case .setBufferSize: .setBufferSize
-        case .getInfo: .getInfo
-        case .lockStorage: .lockStorage
-        }
-    }
-
-    /// The request as a client writes it, in its shortest form (as swtpm_ioctl and tpm2-tss
-    /// send it; QEMU pads SET_LOCALITY and RESET_TPMESTABLISHED to four payload bytes).
-    public func encoded() -> [UInt8] {
-        var out: [UInt8] = []
-        SWTPMWire.put(command.rawValue, into: &out)
-        switch self {
-        case .getCapability, .shutdown, .getTPMEstablished, .hashStart, .hashEnd,
-             .cancelTPMCommand, .storeVolatile, .stop, .getConfig, .setDataFD:
-            break
-        case .initialize(let flags):
-            SWTPMWire.put(flags.rawValue, into: &out)
-        case .setLocality(let locality):
-            out.append(locality)
-        case .hashData(let data):
-            SWTPMWire.put(UInt32(truncatingIfNeeded: data.count), into: &out)
-            out.append(contentsOf: data)
-        case .resetTPMEstablished(let locality):
-            out.append(locality)
-        case .getStateBlob(let type, let flags, let offset):
-            SWTPMWire.put(flags.rawValue, into: &out)
-            SWTPMWire.put(type.rawValue, into: &out)
-            SWTPMWire.put(offset, into: &out)
-        case .setStateBlob(let type, let flags, let blob):
-            SWTPMWire.put(flags.rawValue, into: &out)
-            SWTPMWire.put(type.rawValue, into: &out)
-            SWTPMWire.put(UInt32(truncatingIfNeeded: blob.count), into: &out)
-            out.append(contentsOf: blob)
-        case .setBufferSize(let size):
-            SWTPMWire.put(size, into: &out)
-        case .getInfo(let flags, let offset):
-            SWTPMWire.put(flags.rawValue, into: &out)
-            SWTPMWire.put(offset, into: &out)
-            SWTPMWire.put(UInt32(0), into: &out)
-        case .lockStorage(let retries):
-            SWTPMWire.put(retries, into: &out)
-        }
-        return out
-    }
-}
-
-// MARK: - Replies
-
-/// One control-channel reply, encoded exactly as swtpm 0.7.1 writes it. Write each reply with
-/// one write (or writev): swtpm_ioctl and tpm2-tss read the reply with a single read.
-public enum ControlResponse: Sendable, Hashable {
-    /// 4 bytes: the result. The reply of INIT, SHUTDOWN, SET_LOCALITY, HASH_*, CANCEL_TPM_CMD,
-    /// STORE_VOLATILE, RESET_TPMESTABLISHED, SET_STATEBLOB, STOP, SET_DATAFD, LOCK_STORAGE, of
-    /// an unknown command, and of every command that fails before doing its work.
-    case result(PTMResult)
-    /// 8 bytes: the capabilities as a u64. swtpm 0.7 has no result field here; the upper half
-    /// of the u64 is zero, so the first four bytes read as TPM_SUCCESS (later swtpm versions
-    /// define the same bytes as a result plus a u32).
-    case capabilities(PTMCapabilities)
-    /// 8 bytes: result, the established bit (0 or 1), three zero bytes of struct padding.
-    case tpmEstablished(result: PTMResult, established: Bool)
-    /// 16 bytes plus the data: result, state flags, total length, length, data. Both lengths
-    /// are the number of data bytes. When the result is not success the data is left out and
-    /// both lengths are 0.
-    case stateBlob(result: PTMResult, flags: PTMStateFlags, data: [UInt8])
-    /// 8 bytes: result, configuration flags.
-    case config(result: PTMResult, flags: PTMConfigFlags)
-    /// 16 bytes: result, the buffer size in use, the minimum and the maximum size.
-    case bufferSize(result: PTMResult, size: UInt32, minimum: UInt32, maximum: UInt32)
-    /// 12 bytes plus the chunk: result, the total length of the text including its
-    /// terminating NUL, the chunk's length, the chunk.
-    case info(result: PTMResult, totalLength: UInt32, chunk: [UInt8])
-
-    /// The reply's bytes.
-    public func encoded() -> [UInt8] {
-        var out: [UInt8] = []
-        switch self {
-        case .result(let result):
-            SWTPMWire.put(result.rawValue, into: &out)
-        case .capabilities(let caps):
-            SWTPMWire.put(caps.rawValue, into: &out)
-        case .tpmEstablished(let result, let established):
-            SWTPMWire.put(result.rawValue, into: &out)
-            out.append(contentsOf: [established ? 1 : 0, 0, 0, 0])
-        case .stateBlob(let result, let flags, let data):
-            let body = result == .success ? data : []
-            out.reserveCapacity(ControlChannelLimits.stateBlobReplyHeader + body.count)
-            SWTPMWire.put(result.rawValue, into: &out)
-            SWTPMWire.put(flags.rawValue, into: &out)
-            SWTPMWire.put(UInt32(truncatingIfNeeded: body.count), into: &out)
-            SWTPMWire.put(UInt32(truncatingIfNeeded: body.count), into: &out)
-            out.append(contentsOf: body)
-        case .config(let result, let flags):
-            SWTPMWire.put(result.rawValue, into: &out)
-            SWTPMWire.put(flags.rawValue, into: &out)
-        case .bufferSize(let result, let size, let minimum, let maximum):
-            SWTPMWire.put(result.rawValue, into: &out)
-            SWTPMWire.put(size, into: &out)
-            SWTPMWire.put(minimum, into: &out)
-            SWTPMWire.put(maximum, into: &out)
-        case .info(let result, let totalLength, let chunk):
-            SWTPMWire.put(result.rawValue, into: &out)
-            SWTPMWire.put(totalLength, into: &out)
-            SWTPMWire.put(UInt32(truncatingIfNeeded: chunk.count), into: &out)
-            out.append(contentsOf: chunk)
-        }
-        return out
-    }
-
-    /// The GET_STATEBLOB reply for `blob` read from `offset`, as swtpm builds it: the bytes
-    /// from the offset to the end, all in this one reply (nothing when the offset is at or
-    /// past the end).
-    public static func stateBlob(
-        result: PTMResult, flags: PTMStateFlags, blob: [UInt8], offset: UInt32
-    ) -> ControlResponse {
-        let start = Int(offset)
-        let data = start < blob.count ? Array(blob[start...]) : []
-        return .stateBlob(result: result, flags: flags, data: data)
-    }
-
-    /// The GET_INFO reply for the JSON `text` (libtpms' `TPMLIB_GetInfo` output) read from
-    /// `offset`, as swtpm builds it: the text is sent with its terminating NUL, at most
-    /// `ControlChannelLimits.maximumInfoChunk` bytes at a time; an offset at or past the end
-    /// of the text (not counting the NUL) is TPM_BAD_PARAMETER.
-    public static func info(text: String, offset: UInt32) -> ControlResponse {
-        var bytes = Array(text.utf8)
-        let textLength = bytes.count
-        guard Int(offset) < textLength else { return .result(.badParameter) }
-        bytes.append(0)
-        let start = Int(offset)
-        let end = min(bytes.count, start + ControlChannelLimits.maximumInfoChunk)
-        return .info(result: .success, totalLength: UInt32(bytes.count), chunk: Array(bytes[start..<end]))
-    }
-}
-
-// MARK: - Byte helpers
-
-/// Big-endian field access shared by the control and data channel codecs.
-enum SWTPMWire {
-    static func put(_ value: UInt32, into out: inout [UInt8]) {
-        out.append(UInt8(truncatingIfNeeded: value >> 24))
-        out.append(UInt8(truncatingIfNeeded: value >> 16))
-        out.append(UInt8(truncatingIfNeeded: value >> 8))
-        out.append(UInt8(truncatingIfNeeded: value))
-    }
-
-    static func put(_ value: UInt64, into out: inout [UInt8]) {
-        put(UInt32(truncatingIfNeeded: value >> 32), into: &out)
-        put(UInt32(truncatingIfNeeded: value), into: &out)
-    }
-
-    /// The big-endian u16 at `index`; the caller has checked the bounds.
-    static func u16(_ bytes: [UInt8], at index: Int) -> UInt16 {
-        UInt16(bytes[index]) << 8 | UInt16(bytes[index + 1])
-    }
-
-    /// The big-endian u32 at `index`; the caller has checked the bounds.
-    static func u32(_ bytes: [UInt8], at index: Int) -> UInt32 {
-        UInt32(bytes[index]) << 24 | UInt32(bytes[index + 1]) << 16
-            | UInt32(bytes[index + 2]) << 8 | UInt32(bytes[index + 3])
-    }
-
-    /// The big-endian u64 at `index`; the caller has checked the bounds.
-    static func u64(_ bytes: [UInt8], at index: Int) -> UInt64 {
-        UInt64(u32(bytes, at: index)) << 32 | UInt64(u32(bytes, at: index + 4))
-    }
-
-    /// `0x0000000a` style, for messages.
+/// How numbers of the swtpm protocol appear in messages.
+enum SWTPMText {
+    /// `0x0000000a` style.
     static func hex(_ value: UInt32) -> String {
         let digits = String(value, radix: 16)
         return "0x" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits

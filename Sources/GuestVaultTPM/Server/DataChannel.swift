@@ -17,6 +17,8 @@
 // Any other tag (a TPM 1.2 probe, garbage) is framed by its size field and handed to the TPM,
 // which answers with an error response, as swtpm does.
 
+public import GuestVaultCore
+
 /// One TPM command taken off the data channel.
 public struct TPMCommandFrame: Sendable, Hashable {
     /// The TPM command, header included, without any prefix. At least 10 bytes.
@@ -35,12 +37,12 @@ public struct TPMCommandFrame: Sendable, Hashable {
     }
 
     /// The command header's tag.
-    public var tag: UInt16 { SWTPMWire.u16(bytes, at: 0) }
+    public var tag: UInt16 { UInt16(bigEndianBytes: bytes[0..<2]) ?? 0 }
     /// The command header's size field (for a prefixed command it may differ from
     /// `bytes.count`; the TPM then refuses the command).
-    public var declaredSize: UInt32 { SWTPMWire.u32(bytes, at: 2) }
+    public var declaredSize: UInt32 { UInt32(bigEndianBytes: bytes[2..<6]) ?? 0 }
     /// The command code.
-    public var commandCode: UInt32 { SWTPMWire.u32(bytes, at: 6) }
+    public var commandCode: UInt32 { UInt32(bigEndianBytes: bytes[6..<10]) ?? 0 }
 
     /// The bytes to send back for the TPM's `response` to this command.
     public func encodeResponse(_ response: [UInt8]) -> [UInt8] {
@@ -66,40 +68,31 @@ public enum DataChannelResponse {
     /// zero after it when the request was prefixed. Send it with one write.
     public static func encode(_ response: [UInt8], prefixed: Bool) -> [UInt8] {
         guard prefixed else { return response }
-        var out: [UInt8] = []
-        out.reserveCapacity(response.count + 8)
-        SWTPMWire.put(UInt32(truncatingIfNeeded: response.count), into: &out)
-        out.append(contentsOf: response)
-        SWTPMWire.put(UInt32(0), into: &out)
-        return out
+        var out = ByteWriter(capacity: response.count + 8)
+        out.u32(UInt32(truncatingIfNeeded: response.count))
+        out.raw(response)
+        out.u32(0)
+        return out.bytes
     }
 
     /// A 10-byte TPM 2.0 error response: tag 0x8001, size 10, `responseCode`.
     public static func error(_ responseCode: UInt32) -> [UInt8] {
-        var out: [UInt8] = [0x80, 0x01]
-        SWTPMWire.put(UInt32(DataChannelDecoder.commandHeaderSize), into: &out)
-        SWTPMWire.put(responseCode, into: &out)
-        return out
+        var out = ByteWriter(capacity: DataChannelDecoder.commandHeaderSize)
+        out.u16(0x8001)
+        out.u32(UInt32(DataChannelDecoder.commandHeaderSize))
+        out.u32(responseCode)
+        return out.bytes
     }
 }
 
 /// Why the data channel's stream cannot hold a valid command. The server may send
 /// `errorResponse` and then closes that connection.
-public struct DataChannelError: Error, Sendable, Hashable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
+public struct DataChannelError: GuestVaultError, Hashable {
+    /// The codes are ``ErrorCode`` statics: `.sizeTooSmall`, `.sizeOverLimit`, `.truncated`
+    /// (the connection ended inside a command).
+    public typealias Code = ErrorCode
 
-        /// The command's size (or the prefix's length) is below the 10-byte header.
-        public static let sizeTooSmall = Code("sizeTooSmall")
-        /// The command's size (or the prefix's length) is over the buffer size.
-        public static let sizeOverLimit = Code("sizeOverLimit")
-        /// The connection ended inside a command.
-        public static let truncated = Code("truncated")
-    }
-
-    public let code: Code
+    public let code: ErrorCode
     /// Whether the broken command had the MSSIM-style prefix.
     public let prefixed: Bool
     /// The byte offset, within the command (prefix included), of the field that is wrong.
@@ -107,14 +100,20 @@ public struct DataChannelError: Error, Sendable, Hashable, CustomStringConvertib
     /// The byte offset of the command's first byte in the connection's stream.
     public let streamOffset: Int
     public let reason: String
+    public let location: SourceLocation
 
-    public init(_ code: Code, prefixed: Bool, offset: Int, streamOffset: Int, reason: String) {
+    public init(_ code: ErrorCode, prefixed: Bool, offset: Int, streamOffset: Int, reason: String,
+                file: String = #fileID, line: Int = #line) {
         self.code = code
         self.prefixed = prefixed
         self.offset = offset
         self.streamOffset = streamOffset
         self.reason = reason
+        self.location = SourceLocation(file: file, line: line)
     }
+
+    /// A decoding error has no cause below it.
+    public var underlying: (any Error & Sendable)? { nil }
 
     /// TPM_RC_COMMAND_SIZE as a TPM 2.0 error response, framed for the request's form.
     public var errorResponse: [UInt8] {
@@ -122,7 +121,7 @@ public struct DataChannelError: Error, Sendable, Hashable, CustomStringConvertib
                                    prefixed: prefixed)
     }
 
-    public var description: String {
+    public var message: String {
         let form = prefixed ? "prefixed TPM command" : "TPM command"
         return "data channel: \(form) at stream offset \(streamOffset), byte \(offset): \(reason)"
     }
@@ -188,9 +187,9 @@ public struct DataChannelDecoder: Sendable {
 
     private func isPrefixed(available: Int) -> Bool {
         guard available >= 4 else { return false }
-        let tag = SWTPMWire.u16(buffer, at: start)
+        let tag = UInt16(bigEndianBytes: buffer[start..<(start + 2)])
         return tag != 0x8001 && tag != 0x8002
-            && SWTPMWire.u32(buffer, at: start) == DataChannelResponse.sendCommand
+            && peekU32(at: start) == DataChannelResponse.sendCommand
     }
 
     private mutating func decodeNext() throws(DataChannelError) -> TPMCommandFrame? {
@@ -201,20 +200,25 @@ public struct DataChannelDecoder: Sendable {
         let consumed: Int
         if isPrefixed(available: available) {
             guard available >= DataChannelResponse.prefixSize else { return nil }
-            let length = try checkedSize(SWTPMWire.u32(buffer, at: start + 5), prefixed: true, offset: 5)
+            let length = try checkedSize(peekU32(at: start + 5), prefixed: true, offset: 5)
             guard available >= DataChannelResponse.prefixSize + length else { return nil }
             let body = start + DataChannelResponse.prefixSize
             frame = TPMCommandFrame(bytes: Array(buffer[body..<(body + length)]),
                                     locality: buffer[start + 4], prefixed: true)
             consumed = DataChannelResponse.prefixSize + length
         } else {
-            let size = try checkedSize(SWTPMWire.u32(buffer, at: start + 2), prefixed: false, offset: 2)
+            let size = try checkedSize(peekU32(at: start + 2), prefixed: false, offset: 2)
             guard available >= size else { return nil }
             frame = TPMCommandFrame(bytes: Array(buffer[start..<(start + size)]), locality: nil, prefixed: false)
             consumed = size
         }
         consume(consumed)
         return frame
+    }
+
+    /// The big-endian u32 at `index` of the buffer, whose bounds the caller checked.
+    private func peekU32(at index: Int) -> UInt32 {
+        UInt32(bigEndianBytes: buffer[index..<(index + 4)]) ?? 0
     }
 
     private func checkedSize(_ size: UInt32, prefixed: Bool, offset: Int) throws(DataChannelError) -> Int {

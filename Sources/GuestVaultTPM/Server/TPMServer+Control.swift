@@ -1,4 +1,6 @@
-import Foundation
+import GuestVaultCore
+import GuestVaultSystem
+import Logging
 
 extension TPMServer {
     /// Carries out one control command the way swtpm 0.7.1 does (docs/SWTPM-PROTOCOL.md).
@@ -22,10 +24,7 @@ extension TPMServer {
             case .getConfig:
                 return .config(result: .success, flags: [])
             case .setDataFD:
-                guard let descriptor = connection.pendingDescriptor else { return .result(.badParameter) }
-                connection.pendingDescriptor = nil
-                adoptDataDescriptor(descriptor)
-                return .result(.success)
+                return setDataChannel(connection)
             case .setBufferSize(let wanted):
                 if wanted != 0 && engine != nil { return .result(.badOrdinal) }
                 let sizes = TPMEngine.setBufferSize(wanted)
@@ -34,22 +33,15 @@ extension TPMServer {
             case .getInfo(let flags, let offset):
                 return .info(text: TPMEngine.info(flags: UInt32(truncatingIfNeeded: flags.rawValue)), offset: offset)
             case .stop:
-                if let engine { try engine.stop(storeVolatile: true) }
+                // After a failed NV commit the volatile state is not stored (8.4).
+                if let engine { try engine.stop(storeVolatile: !nvFailed) }
                 engine = nil
                 return .result(.success)
             case .lockStorage:
                 // The container is held by this process from the start.
                 return .result(.success)
-            case .setStateBlob(let type, _, let bytes):
-                guard engine == nil else { return .result(.badOrdinal) }   // only while stopped
-                guard let blob = Self.blob(type) else { return .result(.badParameter) }
-                if bytes.isEmpty {
-                    try storage.delete(blob)
-                } else {
-                    let contents = try SwtpmStateFile.decode(bytes, file: "SET_STATEBLOB \(blob)", key: nil, form: .controlChannelBlob)
-                    try storage.store(blob, contents.payload)
-                }
-                return .result(.success)
+            case .setStateBlob(let type, let flags, let bytes):
+                return try setStateBlob(type: type, flags: flags, bytes: bytes)
             default:
                 break
             }
@@ -67,39 +59,34 @@ extension TPMServer {
             case .cancelTPMCommand:
                 engine.cancel()
             case .storeVolatile:
+                guard !nvFailed else { return .result(.fail) }
                 try engine.storeVolatile()
             case .resetTPMEstablished(let requested):
                 guard requested <= 4 else { return .result(.badLocality) }
                 guard requested >= 3 else { return .result(.badLocality) }
                 try engine.resetEstablishedBit(locality: requested)
-            case .getStateBlob(let type, _, let offset):
-                guard let blob = Self.blob(type) else { return .result(.badParameter) }
-                // As swtpm: the permanent and save states come from storage (every NV change
-                // is already committed there); the volatile state is stored first, handed
-                // out, and then removed so that it is not resumed a second time here.
-                if blob == .volatile { try engine.storeVolatile() }
-                guard let state = try storage.load(blob), !state.isEmpty else {
-                    return .stateBlob(result: .retry, flags: [], data: [])
-                }
-                if blob == .volatile { try storage.delete(.volatile) }
-                let envelope = try SwtpmStateFile.encodeBlob(state, key: nil)
-                return .stateBlob(result: .success, flags: [], blob: envelope, offset: offset)
+            case .getStateBlob(let type, let flags, let offset):
+                return try getStateBlob(engine, type: type, flags: flags, offset: offset)
             default:
                 break
             }
             return .result(.success)
         } catch {
-            log("control command \(request.command) failed: \(error)")
+            logger.error("control command \(request.command) failed", metadata: ["error": "\(ErrorChain.message(of: error))"])
             return .result(.fail)
         }
     }
 
-    static func blob(_ type: PTMBlobType) -> TPMStateBlob? {
-        switch type {
-        case .permanent: .permanent
-        case .volatile: .volatile
-        case .savestate: .saveState
-        default: nil
+    /// SET_DATAFD: the descriptor that came with this request becomes the data channel,
+    /// unless one is attached already (TPM_IOERROR, as swtpm; the descriptor is closed).
+    func setDataChannel(_ connection: Connection) -> ControlResponse {
+        guard let passed = connection.passedDescriptor else { return .result(.badParameter) }
+        connection.passedDescriptor = nil
+        guard dataConnection == nil else {
+            logger.warning("control channel: SET_DATAFD while a data channel is attached; refused, the new descriptor was closed")
+            return .result(.ioError)
         }
+        adoptDataChannel(passed)
+        return .result(.success)
     }
 }

@@ -1,7 +1,7 @@
-import Dispatch
 import Foundation
-import Glibc
+import GuestVaultCore
 public import GuestVaultSystem
+public import Logging
 import Synchronization
 
 /// The swtpm-compatible server: one process per VM. The data channel carries TPM
@@ -9,7 +9,11 @@ import Synchronization
 /// `-tpmdev emulator` and tpm2-tss's `swtpm` TCTI work unchanged.
 ///
 /// A single thread polls the listening sockets and connections. Every NV change is
-/// committed to the container before its response goes back.
+/// committed to the container before its response goes back. What a client can hold is
+/// bounded (docs/SWTPM-PROTOCOL.md, section 8): the number of control connections, the
+/// time a request may take to arrive, the bytes buffered per connection and in total, and
+/// the time a client may take to read a reply. A failed accept (out of descriptors) is
+/// logged and retried after a pause; the server keeps serving.
 public final class TPMServer {
     public struct Configuration: Sendable {
         public var dataAddress: StreamSocket.Address?
@@ -18,12 +22,45 @@ public final class TPMServer {
         public var notNeedInit: Bool
         /// Send TPM2_Startup(CLEAR) after each start (for clients that do not).
         public var startupClear: Bool
+        public var limits: Limits
 
-        public init(dataAddress: StreamSocket.Address?, controlAddress: StreamSocket.Address, notNeedInit: Bool = false, startupClear: Bool = false) {
+        public init(dataAddress: StreamSocket.Address?, controlAddress: StreamSocket.Address, notNeedInit: Bool = false,
+                    startupClear: Bool = false, limits: Limits = Limits()) {
             self.dataAddress = dataAddress
             self.controlAddress = controlAddress
             self.notNeedInit = notNeedInit
             self.startupClear = startupClear
+            self.limits = limits
+        }
+    }
+
+    /// What one client may hold of the server.
+    public struct Limits: Sendable {
+        /// Control connections served at once; further clients wait in the listen backlog
+        /// (swtpm serves one at a time; tpm2-tss opens one per command while QEMU holds
+        /// one for the VM's life).
+        public var maximumControlConnections: Int
+        /// Milliseconds a control request may take from its first byte to its last
+        /// (swtpm allows 500 ms). A connection that runs out of it is closed without a reply.
+        public var requestTimeout: Int32
+        /// Milliseconds a client may take to take a whole reply off the socket. A client
+        /// that does not read is disconnected, so it cannot freeze the TPM.
+        public var writeTimeout: Int32
+        /// The most bytes of unfinished control requests held for all connections together;
+        /// the connection whose bytes go over it is closed. (One request is capped by
+        /// ``ControlDecoder/maximumMessage``.)
+        public var maximumBufferedBytes: Int
+        /// Milliseconds to wait before accepting again after accept() failed (no
+        /// descriptors left, for example).
+        public var acceptBackoff: Int32
+
+        public init(maximumControlConnections: Int = 8, requestTimeout: Int32 = 5_000, writeTimeout: Int32 = 5_000,
+                    maximumBufferedBytes: Int = 8 << 20, acceptBackoff: Int32 = 100) {
+            self.maximumControlConnections = max(1, maximumControlConnections)
+            self.requestTimeout = max(1, requestTimeout)
+            self.writeTimeout = max(1, writeTimeout)
+            self.maximumBufferedBytes = max(ControlDecoder.smallestMaximumMessage, maximumBufferedBytes)
+            self.acceptBackoff = max(1, acceptBackoff)
         }
     }
 
@@ -35,25 +72,37 @@ public final class TPMServer {
     /// Set by SIGTERM/SIGINT (or ``requestStop()``): store the volatile state and exit.
     let stopRequested = Atomic<Bool>(false)
     var shutdownRequested = false
-    var log: (String) -> Void
+    /// An NV change could not be committed: the TPM's memory is ahead of its storage, so
+    /// it answers nothing but TPM_RC_FAILURE, and its volatile state is not stored, until
+    /// CMD_INIT restarts it from the last committed state (docs/SWTPM-PROTOCOL.md, 8.4).
+    var nvFailed = false
+    /// Where the server reports; the CLI puts the VM id in its metadata.
+    let logger: Logger
 
     private var dataListener: StreamSocket?
     private var controlListener: StreamSocket
-    private var dataConnection: Connection?
+    var dataConnection: Connection?
     private var controlConnections: [Connection] = []
+    /// Monotonic milliseconds before which a listener is not polled after accept failed.
+    private var controlAcceptPausedUntil: Int64 = 0
+    private var dataAcceptPausedUntil: Int64 = 0
 
     final class Connection {
         let socket: StreamSocket
         var control = ControlDecoder()
         var data = DataChannelDecoder()
-        var pendingDescriptor: Int32?
+        /// A descriptor that came with the receive being handled (SCM_RIGHTS); released
+        /// (closed) after that receive unless SET_DATAFD took it.
+        var passedDescriptor: StreamSocket?
+        /// When the unfinished control request's first byte arrived (monotonic ms).
+        var requestStarted: Int64?
         init(_ socket: StreamSocket) { self.socket = socket }
     }
 
-    public init(storage: any TPMStateStorage, configuration: Configuration, log: @escaping (String) -> Void = { _ in }) throws {
+    public init(storage: any TPMStateStorage, configuration: Configuration, logger: Logger) throws {
         self.storage = storage
         self.configuration = configuration
-        self.log = log
+        self.logger = logger
         controlListener = try StreamSocket.listen(configuration.controlAddress)
         if let data = configuration.dataAddress { dataListener = try StreamSocket.listen(data) }
     }
@@ -69,28 +118,37 @@ public final class TPMServer {
     /// state is stored and committed first.
     public func run() throws {
         if configuration.notNeedInit { try startTPM(.resumeOnce) }
+        let limits = configuration.limits
         while !shutdownRequested {
             if stopRequested.load(ordering: .relaxed) {
                 if let engine {
-                    try engine.stop(storeVolatile: true)
+                    try engine.stop(storeVolatile: !nvFailed)
                     self.engine = nil
-                    log("stored the volatile state and stopped")
+                    logger.info("stored the volatile state and stopped")
                 }
                 break
             }
-            var sockets: [Int32] = [controlListener.descriptor]
-            if let dataListener { sockets.append(dataListener.descriptor) }
+            let now = Self.milliseconds()
+            let acceptControl = controlConnections.count < limits.maximumControlConnections && now >= controlAcceptPausedUntil
+            let acceptData = dataListener != nil && now >= dataAcceptPausedUntil
+            var sockets: [Int32] = []
+            if acceptControl { sockets.append(controlListener.descriptor) }
+            if acceptData, let dataListener { sockets.append(dataListener.descriptor) }
             if let dataConnection { sockets.append(dataConnection.socket.descriptor) }
             sockets += controlConnections.map(\.socket.descriptor)
-            let ready = Set(try StreamSocket.poll(sockets, timeout: 200).map { sockets[$0] })
-            if ready.contains(controlListener.descriptor) {
-                controlConnections.append(Connection(try controlListener.accept()))
+            let ready = Set(try StreamSocket.poll(sockets, timeout: pollTimeout(now: now)).map { sockets[$0] })
+            if acceptControl && ready.contains(controlListener.descriptor) {
+                if let socket = accept(controlListener, what: "control", pause: &controlAcceptPausedUntil) {
+                    controlConnections.append(Connection(socket))
+                }
             }
-            if let dataListener, ready.contains(dataListener.descriptor) {
-                dataConnection = Connection(try dataListener.accept())
+            if acceptData, let dataListener, ready.contains(dataListener.descriptor) {
+                if let socket = accept(dataListener, what: "data", pause: &dataAcceptPausedUntil) {
+                    dataConnection = Connection(socket)
+                }
             }
             if let connection = dataConnection, ready.contains(connection.socket.descriptor) {
-                if !serviceData(connection) { dataConnection = nil }
+                if !serviceData(connection), dataConnection === connection { dataConnection = nil }
             }
             for connection in controlConnections where ready.contains(connection.socket.descriptor) {
                 if !serviceControl(connection) {
@@ -98,6 +156,7 @@ public final class TPMServer {
                 }
                 if shutdownRequested { break }
             }
+            expireRequests()
         }
         if let engine {
             try engine.stop()
@@ -105,9 +164,71 @@ public final class TPMServer {
         }
     }
 
+    /// Accepts one connection, or logs why not and pauses that listener: the error
+    /// (EMFILE when the process is out of descriptors) is not the end of the server.
+    private func accept(_ listener: StreamSocket, what: String, pause: inout Int64) -> StreamSocket? {
+        do {
+            return try listener.accept()
+        } catch {
+            let backoff = configuration.limits.acceptBackoff
+            pause = Self.milliseconds() + Int64(backoff)
+            logger.error("\(what) channel: accept failed; trying again in \(backoff) ms",
+                         metadata: ["error": "\(ErrorChain.message(of: error))"])
+            return nil
+        }
+    }
+
+    /// Until the next request deadline or paused accept, at most 200 ms (the stop flag).
+    private func pollTimeout(now: Int64) -> Int32 {
+        var next = now + 200
+        for connection in controlConnections {
+            if let started = connection.requestStarted {
+                next = min(next, started + Int64(configuration.limits.requestTimeout))
+            }
+        }
+        if controlAcceptPausedUntil > now { next = min(next, controlAcceptPausedUntil) }
+        if dataAcceptPausedUntil > now { next = min(next, dataAcceptPausedUntil) }
+        return Int32(clamping: max(0, next - now))
+    }
+
+    /// Closes control connections whose request has not arrived whole in time (swtpm
+    /// closes them without a reply, too).
+    private func expireRequests() {
+        let now = Self.milliseconds()
+        let timeout = Int64(configuration.limits.requestTimeout)
+        controlConnections.removeAll { connection in
+            guard let started = connection.requestStarted, now - started >= timeout else { return false }
+            var reason = ""
+            do throws(ControlChannelError) { try connection.control.finish() } catch { reason = error.message }
+            logger.warning("control channel: the request did not arrive whole within \(timeout) ms; closed the connection",
+                           metadata: ["bufferedBytes": "\(connection.control.bufferedByteCount)", "error": "\(reason)"])
+            return true
+        }
+    }
+
+    /// Monotonic milliseconds.
+    static func milliseconds() -> Int64 {
+        Int64(clamping: DispatchTime.now().uptimeNanoseconds / 1_000_000)
+    }
+
+    /// The control connections' unfinished bytes, all together.
+    var bufferedControlBytes: Int { controlConnections.reduce(0) { $0 + $1.control.bufferedByteCount } }
+
+    /// Sends a reply within the write deadline; false when the client is to be dropped.
+    func reply(_ bytes: [UInt8], on connection: Connection, channel: String) -> Bool {
+        do {
+            try connection.socket.send(bytes, timeout: configuration.limits.writeTimeout)
+            return true
+        } catch {
+            logger.warning("\(channel) channel: could not send a reply; closed the connection",
+                           metadata: ["error": "\(ErrorChain.message(of: error))"])
+            return false
+        }
+    }
+
     /// The data channel handed over with SET_DATAFD (QEMU's socketpair end).
-    func adoptDataDescriptor(_ descriptor: Int32) {
-        dataConnection = Connection(StreamSocket(adopting: descriptor, name: "data channel (passed descriptor)"))
+    func adoptDataChannel(_ socket: StreamSocket) {
+        dataConnection = Connection(socket)
     }
 
     /// How a start treats a stored volatile state.
@@ -123,6 +244,7 @@ public final class TPMServer {
     func startTPM(_ volatile: VolatileHandling) throws {
         if let engine { try engine.stop() }
         engine = nil
+        nvFailed = false
         let started = try TPMEngine.start(storage: storage, deleteVolatile: volatile == .discard)
         if volatile == .resumeOnce { try storage.delete(.volatile) }
         _ = TPMEngine.setBufferSize(bufferSize)
@@ -133,72 +255,6 @@ public final class TPMServer {
                 try response.check("TPM2_Startup")
                 return
             }
-        }
-    }
-
-    // MARK: Data channel
-
-    /// Reads TPM commands and answers them. Returns false when the connection is done.
-    private func serviceData(_ connection: Connection) -> Bool {
-        guard let bytes = try? connection.socket.receive(), !bytes.isEmpty else { return false }
-        connection.data.maximumCommandSize = Int(max(bufferSize, 4096))
-        connection.data.append(bytes)
-        while true {
-            let frame: TPMCommandFrame?
-            do {
-                frame = try connection.data.next()
-            } catch {
-                log("data channel: \(error); answered with an error and closed the connection")
-                try? connection.socket.send(error.errorResponse)
-                return false
-            }
-            guard let frame else { return true }
-            if let prefixLocality = frame.locality { locality = prefixLocality }
-            let response = execute(frame.bytes, locality: locality)
-            do {
-                try connection.socket.send(frame.encodeResponse(response))
-            } catch {
-                return false
-            }
-        }
-    }
-
-    func execute(_ command: [UInt8], locality: UInt8) -> [UInt8] {
-        // TPM_RC_FAILURE while not initialised, as swtpm answers (QEMU probes before INIT).
-        guard let engine else { return DataChannelResponse.error(DataChannelResponse.failureResponseCode) }
-        do {
-            return try engine.execute(command, locality: locality)
-        } catch {
-            log("TPM command failed: \(error)")
-            return DataChannelResponse.error(DataChannelResponse.failureResponseCode)
-        }
-    }
-
-    // MARK: Control channel
-
-    /// One receive is appended as a unit (swtpm's framing: a receive's trailing bytes
-    /// belong to its request, as QEMU pads SET_LOCALITY); a request may span receives.
-    private func serviceControl(_ connection: Connection) -> Bool {
-        guard let (bytes, descriptor) = try? connection.socket.receiveWithDescriptor(), !bytes.isEmpty else { return false }
-        if let descriptor {
-            if let old = connection.pendingDescriptor { close(old) }
-            connection.pendingDescriptor = descriptor
-        }
-        connection.control.append(bytes)
-        while true {
-            let request: ControlRequest?
-            do {
-                request = try connection.control.next()
-            } catch {
-                log("control channel: \(error.reason); answered and closed the connection")
-                if let reply = error.reply { try? connection.socket.send(ControlResponse.result(reply).encoded()) }
-                return false
-            }
-            guard let request else { return true }
-            let reply = handle(request, connection: connection)
-            log("control: \(request.command) -> \(reply.encoded().prefix(4).map { String(format: "%02x", $0) }.joined())")
-            do { try connection.socket.send(reply.encoded()) } catch { return false }
-            if shutdownRequested { return false }
         }
     }
 }

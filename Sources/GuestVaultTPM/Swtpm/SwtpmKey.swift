@@ -3,6 +3,7 @@ import Glibc
 #endif
 public import GuestVaultCrypto
 import GuestVaultSystem
+import GuestVaultCore
 
 /// The key swtpm encrypts its state files with, made the way swtpm 0.7 makes it from
 /// its `--key` option: read from a key file (hex or binary), or derived from a
@@ -279,7 +280,7 @@ public struct SwtpmKey: Sendable, CustomStringConvertible, CustomDebugStringConv
         public func removeFileIfAsked() throws {
             guard remove else { return }
             do { try FileSystem.removeFile(path) } catch {
-                throw SwtpmFormatError(.io, file: path, offset: nil, "could not remove the file as remove=true asks: \(error)")
+                throw SwtpmFormatError(.io, file: path, offset: nil, "could not remove the file as remove=true asks", underlying: error)
             }
         }
     }
@@ -291,7 +292,8 @@ public struct SwtpmKey: Sendable, CustomStringConvertible, CustomDebugStringConv
             return try FileSystem.readFile(path, limit: limit)
         } catch let error as SystemError {
             throw SwtpmFormatError(error.errno == EFBIG ? .badKeyFile : .io, file: path, offset: nil,
-                                   error.errno == EFBIG ? "the \(what) is larger than \(limit) bytes" : "cannot read the \(what): \(error)")
+                                   error.errno == EFBIG ? "the \(what) is larger than \(limit) bytes" : "cannot read the \(what)",
+                                   underlying: error)
         }
     }
 

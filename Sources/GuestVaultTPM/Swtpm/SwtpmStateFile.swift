@@ -1,73 +1,5 @@
+import GuestVaultCore
 import GuestVaultCrypto
-
-/// A refusal to read swtpm data: which file, the byte offset where the problem is (when
-/// there is one), and what is wrong, in words. Never carries key bytes.
-public struct SwtpmFormatError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// What kind of problem this is. Extensible: new codes may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
-
-        /// The data ends before a field or record it announces.
-        public static let truncated = Code("truncated")
-        /// Bytes follow the last record, or the file is longer than its header says.
-        public static let trailingBytes = Code("trailingBytes")
-        /// The header's version is not one this reader knows.
-        public static let unsupportedVersion = Code("unsupportedVersion")
-        /// A header field other than the version is wrong (size, flags).
-        public static let badHeader = Code("badHeader")
-        /// A record's length is wrong for what the record holds.
-        public static let badLength = Code("badLength")
-        /// The file or a record is larger than the cap.
-        public static let tooLarge = Code("tooLarge")
-        /// A record has a tag swtpm does not define.
-        public static let unknownTag = Code("unknownTag")
-        /// A record appears twice.
-        public static let duplicateRecord = Code("duplicateRecord")
-        /// A record the file needs is not there.
-        public static let missingRecord = Code("missingRecord")
-        /// A record that does not belong in this kind of file.
-        public static let unexpectedRecord = Code("unexpectedRecord")
-        /// The HMAC (or, in the header-less form, the hash) does not match: wrong key or
-        /// changed bytes.
-        public static let authenticationFailed = Code("authenticationFailed")
-        /// The decrypted data's padding is malformed.
-        public static let badPadding = Code("badPadding")
-        /// The data is encrypted and no key was given.
-        public static let keyRequired = Code("keyRequired")
-        /// The key's size does not match the one the data was written with.
-        public static let wrongKeySize = Code("wrongKeySize")
-        /// A key was given but the data is not encrypted.
-        public static let notEncrypted = Code("notEncrypted")
-        /// A `--key` or `--pwdfile` option is malformed.
-        public static let badKeyOption = Code("badKeyOption")
-        /// A key file's content is not a key of the expected kind.
-        public static let badKeyFile = Code("badKeyFile")
-        /// The file could not be read or written.
-        public static let io = Code("io")
-    }
-
-    public let code: Code
-    /// The file (or blob) the problem is in.
-    public let file: String
-    /// The byte offset of the problem from the start of the file, if it has one.
-    public let offset: Int?
-    /// What is wrong and, where it helps, what to do.
-    public let reason: String
-
-    public init(_ code: Code, file: String, offset: Int?, _ reason: String) {
-        self.code = code
-        self.file = file
-        self.offset = offset
-        self.reason = reason
-    }
-
-    public var description: String {
-        if let offset { return "\(file): at byte \(offset): \(reason)" }
-        return "\(file): \(reason)"
-    }
-}
 
 /// swtpm 0.7's state file format: the files `tpm2-00.permall`, `tpm2-00.volatilestate`
 /// and `tpm2-00.savestate` of a state directory, and the same envelope around the state
@@ -230,8 +162,12 @@ public enum SwtpmStateFile {
             throw SwtpmFormatError(.truncated, file: file, offset: bytes.count,
                                    "the file ends after \(bytes.count) bytes, inside the \(headerByteCount)-byte header")
         }
-        let header = Header(version: bytes[0], minimumVersion: bytes[1], headerSize: readU16(bytes, 2),
-                            flags: Flags(rawValue: readU16(bytes, 4)), totalLength: readU32(bytes, 6))
+        let header = try reading(file) { () throws(ByteCodecError) -> Header in
+            var r = ByteReader(bytes, to: headerByteCount, subject: file)
+            return Header(version: try r.u8("version"), minimumVersion: try r.u8("minimum version"),
+                          headerSize: try r.u16("header size"), flags: Flags(rawValue: try r.u16("flags")),
+                          totalLength: try r.u32("total length"))
+        }
         guard header.version == formatVersion else {
             throw SwtpmFormatError(.unsupportedVersion, file: file, offset: 0,
                                    "header version \(header.version); only version \(formatVersion) (swtpm 0.2 to 0.7) is read here")
@@ -274,15 +210,18 @@ public enum SwtpmStateFile {
     /// records must fill it exactly; unknown tags are refused.
     public static func parseRecords(_ bytes: ArraySlice<UInt8>, file: String) throws -> [Record] {
         var records: [Record] = []
-        var position = bytes.startIndex
-        while position < bytes.endIndex {
-            let remaining = bytes.endIndex - position
+        var reader = ByteReader(Array(bytes), base: Int64(bytes.startIndex), subject: file)
+        while !reader.isAtEnd {
+            let position = bytes.startIndex + reader.offset
+            let remaining = reader.remaining
             guard remaining >= recordHeaderByteCount else {
                 throw SwtpmFormatError(.trailingBytes, file: file, offset: position,
                                        "\(remaining) stray bytes after the last record, too few for a record header")
             }
-            let rawTag = readU16(bytes, position)
-            let length = Int(readU32(bytes, position + 2))
+            let (rawTag, declared) = try reading(file) { () throws(ByteCodecError) -> (UInt16, UInt32) in
+                (try reader.u16("record tag"), try reader.u32("record length"))
+            }
+            let length = Int(declared)
             guard let tag = Tag(rawValue: rawTag) else {
                 throw SwtpmFormatError(.unknownTag, file: file, offset: position,
                                        "unknown record tag \(rawTag) (swtpm 0.7 defines 1 to 7)")
@@ -296,51 +235,10 @@ public enum SwtpmStateFile {
                                        "a second \(tag.name) record (the first is at byte \(earlier.offset))")
             }
             let start = position + recordHeaderByteCount
+            try reading(file) { () throws(ByteCodecError) in try reader.skip(length, tag.name) }
             records.append(Record(tag: tag, offset: position, value: bytes[start..<(start + length)]))
-            position = start + length
         }
         return records
-    }
-
-    // MARK: Writing
-
-    /// A state file as swtpm 0.7 writes it: plain (one data record), or encrypted with
-    /// `key` (encrypted data, HMAC and a fresh random IV).
-    public static func encode(_ payload: [UInt8], key: SwtpmKey?) throws -> [UInt8] {
-        var flags: Flags = []
-        var body: [UInt8] = []
-        if let key {
-            flags.insert(.encrypted)
-            if key.mode == .aes256CBC { flags.insert(.stateKey256) }
-            body = try seal(payload, key: key, dataTag: .encryptedData, ivTag: .ivForEncryptedData)
-        } else {
-            appendRecord(.data, payload[...], to: &body)
-        }
-        return try withHeader(body, flags: flags)
-    }
-
-    /// A control-channel state blob as swtpm 0.7's GET_STATEBLOB returns it: the data
-    /// records (plain, or encrypted with `key`) inside a migration record, or encrypted
-    /// again with `migrationKey`.
-    public static func encodeBlob(_ payload: [UInt8], key: SwtpmKey?, migrationKey: SwtpmKey? = nil) throws -> [UInt8] {
-        var flags: Flags = [.migrationData]
-        var inner: [UInt8] = []
-        if let key {
-            flags.insert(.encrypted)
-            if key.mode == .aes256CBC { flags.insert(.stateKey256) }
-            inner = try seal(payload, key: key, dataTag: .encryptedData, ivTag: .ivForEncryptedData)
-        } else {
-            appendRecord(.data, payload[...], to: &inner)
-        }
-        var body: [UInt8] = []
-        if let migrationKey {
-            flags.insert(.migrationEncrypted)
-            if migrationKey.mode == .aes256CBC { flags.insert(.migrationKey256) }
-            body = try seal(inner, key: migrationKey, dataTag: .encryptedMigrationData, ivTag: .ivForEncryptedMigrationData)
-        } else {
-            appendRecord(.migrationData, inner[...], to: &body)
-        }
-        return try withHeader(body, flags: flags)
     }
 
     // MARK: The v2 layout
@@ -416,101 +314,6 @@ public enum SwtpmStateFile {
         return found
     }
 
-    /// Checks the HMAC over ciphertext and IV, then decrypts.
-    static func open(
-        _ found: [Tag: Record], dataTag: Tag, ivTag: Tag, key: SwtpmKey, flag256: Bool, flagName: String, file: String
-    ) throws -> [UInt8] {
-        let expectedKeyBytes = flag256 ? 32 : 16
-        let keyBytes = key.mode.keyByteCount
-        guard keyBytes == expectedKeyBytes else {
-            throw SwtpmFormatError(.wrongKeySize, file: file, offset: 4,
-                                   "the data were written with a \(expectedKeyBytes * 8)-bit key (flag \(flagName) is \(flag256 ? "set" : "clear")), but the key given is \(keyBytes * 8)-bit (mode=\(key.mode.rawValue)); use mode=\(flag256 ? SwtpmKey.Mode.aes256CBC.rawValue : SwtpmKey.Mode.aes128CBC.rawValue)")
-        }
-        let hmac = found[.hmac]!
-        let data = found[dataTag]!
-        let iv = found[ivTag]
-        guard hmac.value.count == hmacByteCount else {
-            throw SwtpmFormatError(.badLength, file: file, offset: hmac.offset + 2,
-                                   "the HMAC record holds \(hmac.value.count) bytes; HMAC-SHA256 is \(hmacByteCount)")
-        }
-        if let iv, iv.value.count != keyBytes {
-            throw SwtpmFormatError(.badLength, file: file, offset: iv.offset + 2,
-                                   "the IV record holds \(iv.value.count) bytes; swtpm's IV is as long as the key, \(keyBytes)")
-        }
-        guard !data.value.isEmpty, data.value.count % keyBytes == 0 else {
-            throw SwtpmFormatError(.badLength, file: file, offset: data.offset + 2,
-                                   "the encrypted data are \(data.value.count) bytes; padded data are a non-zero multiple of the key length, \(keyBytes)")
-        }
-        let ciphertext = Array(data.value)
-        let ivBytes = iv.map { Array($0.value) } ?? []
-        var mac = try HMACSHA256(key: key.secret)
-        try mac.update(ciphertext)
-        try mac.update(ivBytes)
-        guard constantTimeEquals(try mac.finalize(), Array(hmac.value)) else {
-            throw SwtpmFormatError(.authenticationFailed, file: file, offset: hmac.valueOffset,
-                                   "the HMAC does not match: the key is wrong, or the file was changed or damaged. Nothing was decrypted")
-        }
-        // The cipher takes the first 16 bytes of the key-length IV; no IV record means zeros.
-        let cipherIV = ivBytes.isEmpty ? [UInt8](repeating: 0, count: AESCBC.ivByteCount) : Array(ivBytes.prefix(AESCBC.ivByteCount))
-        do {
-            return try AESCBC.decrypt(ciphertext, key: key.secret, iv: cipherIV, padding: padding(for: key.mode))
-        } catch let error as CryptoError {
-            throw SwtpmFormatError(.badPadding, file: file, offset: data.valueOffset,
-                                   "the data authenticate but do not decrypt to padded data (\(error.reason)); the writer was faulty")
-        }
-    }
-
-    /// Encrypts `payload` as swtpm does: random IV as long as the key, AES-CBC with the
-    /// IV's first 16 bytes and padding to the key length, HMAC-SHA256 over ciphertext and
-    /// the whole IV, records in the order data, HMAC, IV.
-    static func seal(_ payload: [UInt8], key: SwtpmKey, dataTag: Tag, ivTag: Tag) throws -> [UInt8] {
-        let iv = try SecureRandom.bytes(count: key.mode.keyByteCount)
-        let ciphertext = try AESCBC.encrypt(payload, key: key.secret, iv: Array(iv.prefix(AESCBC.ivByteCount)),
-                                            padding: padding(for: key.mode))
-        var mac = try HMACSHA256(key: key.secret)
-        try mac.update(ciphertext)
-        try mac.update(iv)
-        let code = try mac.finalize()
-        var out: [UInt8] = []
-        out.reserveCapacity(ciphertext.count + code.count + iv.count + 3 * recordHeaderByteCount)
-        appendRecord(dataTag, ciphertext[...], to: &out)
-        appendRecord(.hmac, code[...], to: &out)
-        appendRecord(ivTag, iv[...], to: &out)
-        return out
-    }
-
-    static func padding(for mode: SwtpmKey.Mode) -> AESCBC.Padding {
-        mode == .aes128CBC ? .pkcs7 : .pkcs7Multiple(mode.keyByteCount)
-    }
-
-    // MARK: The header-less layout
-
-    /// swtpm before 0.2: the whole file is AES-CBC (zero IV, padded to the key length)
-    /// over SHA-256(data) || data.
-    static func decodeHeaderlessEncrypted(_ bytes: [UInt8], file: String, key: SwtpmKey) throws -> Contents {
-        let keyBytes = key.mode.keyByteCount
-        let context = "the first byte is 0x\(hex(bytes[0])), not swtpm's v2 header (0x02), so this was read as a header-less encrypted file"
-        guard bytes.count % keyBytes == 0, bytes.count >= digestByteCount + 1 else {
-            throw SwtpmFormatError(.unsupportedVersion, file: file, offset: 0,
-                                   "\(context), but it is \(bytes.count) bytes, not a multiple of the \(keyBytes)-byte key length. If the file is not encrypted, leave out --key/--pwdfile")
-        }
-        let plaintext: [UInt8]
-        do {
-            plaintext = try AESCBC.decrypt(bytes, key: key.secret, iv: [UInt8](repeating: 0, count: AESCBC.ivByteCount),
-                                           padding: padding(for: key.mode))
-        } catch {
-            throw SwtpmFormatError(.badPadding, file: file, offset: 0,
-                                   "\(context), and it does not decrypt with this key: wrong key, or the file is damaged")
-        }
-        guard plaintext.count > digestByteCount,
-              constantTimeEquals(try SHA256.hash(Array(plaintext[digestByteCount...])), Array(plaintext[..<digestByteCount])) else {
-            throw SwtpmFormatError(.authenticationFailed, file: file, offset: 0,
-                                   "\(context), and its SHA-256 does not match after decryption: wrong key, or the file is damaged")
-        }
-        return Contents(payload: Array(plaintext[digestByteCount...]), layout: .headerless, flags: [],
-                        encryption: key.mode, fileByteCount: bytes.count)
-    }
-
     // MARK: Bytes
 
     static func withHeader(_ body: [UInt8], flags: Flags) throws -> [UInt8] {
@@ -519,36 +322,38 @@ public enum SwtpmStateFile {
             throw SwtpmFormatError(.tooLarge, file: "(new state file)", offset: nil,
                                    "the state would make a \(total)-byte file; the cap is \(maximumFileByteCount) bytes")
         }
-        var out: [UInt8] = [formatVersion, 1]
-        out.reserveCapacity(total)
-        appendU16(UInt16(headerByteCount), to: &out)
-        appendU16(flags.rawValue, to: &out)
-        appendU32(UInt32(total), to: &out)
-        out += body
-        return out
+        var out = ByteWriter(capacity: total)
+        out.u8(formatVersion)
+        out.u8(1)
+        out.u16(UInt16(headerByteCount))
+        out.u16(flags.rawValue)
+        out.u32(UInt32(total))
+        out.raw(body)
+        return out.bytes
     }
 
-    static func appendRecord(_ tag: Tag, _ value: ArraySlice<UInt8>, to out: inout [UInt8]) {
-        appendU16(tag.rawValue, to: &out)
-        appendU32(UInt32(value.count), to: &out)
-        out += value
+    /// One record: tag (u16), length (u32), value. The caller keeps values under the
+    /// file cap, so the length fits.
+    static func appendRecord(_ tag: Tag, _ value: ArraySlice<UInt8>, to out: inout ByteWriter) {
+        out.u16(tag.rawValue)
+        out.u32(UInt32(value.count))
+        out.raw(value)
     }
 
-    static func readU16<C: RandomAccessCollection<UInt8>>(_ bytes: C, _ offset: C.Index) -> UInt16 where C.Index == Int {
-        UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
+    static func record(_ tag: Tag, _ value: ArraySlice<UInt8>) -> [UInt8] {
+        var out = ByteWriter(capacity: recordHeaderByteCount + value.count)
+        appendRecord(tag, value, to: &out)
+        return out.bytes
     }
 
-    static func readU32<C: RandomAccessCollection<UInt8>>(_ bytes: C, _ offset: C.Index) -> UInt32 where C.Index == Int {
-        UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3])
-    }
-
-    static func appendU16(_ value: UInt16, to out: inout [UInt8]) {
-        out.append(UInt8(value >> 8))
-        out.append(UInt8(value & 0xff))
-    }
-
-    static func appendU32(_ value: UInt32, to out: inout [UInt8]) {
-        for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8((value >> UInt32(shift)) & 0xff)) }
+    /// Runs reads whose bounds were checked before; a codec error there is still
+    /// reported as this file's truncation, never a trap.
+    static func reading<T>(_ file: String, _ body: () throws(ByteCodecError) -> T) throws(SwtpmFormatError) -> T {
+        do {
+            return try body()
+        } catch {
+            throw SwtpmFormatError(.truncated, file: file, offset: Int(error.position), error.reason, underlying: error)
+        }
     }
 
     static func hex(_ byte: UInt8) -> String {

@@ -3,7 +3,7 @@ import Dispatch
 import Foundation
 import GuestVaultCrypto
 import GuestVaultKeys
-import GuestVaultState
+@_spi(Benchmarking) import GuestVaultState
 import GuestVaultSystem
 
 struct BenchmarkCommand: ParsableCommand {

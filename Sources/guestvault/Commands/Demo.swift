@@ -6,6 +6,7 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTPM
+import GuestVaultTPMContainer
 import GuestVaultTransfer
 import Synchronization
 

@@ -6,6 +6,8 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTPM
+import GuestVaultTPMContainer
+import Logging
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,6 +18,15 @@ struct Serve: ParsableCommand {
             SET_DATAFD with the descriptor passed over a Unix socket, so QEMU and tpm2-tools
             work unchanged. Every NV write is committed to the container before the TPM
             answers. SIGTERM (or SIGINT) stores the volatile state, commits, and exits 0.
+
+            Logging: one line per record with the VM's id, to standard error, or appended to
+            --log-file (created 0600; a symlink or another user's file is refused). The level
+            is --log-level (default: warning; --verbose is --log-level debug).
+
+            Limits (docs/SWTPM-PROTOCOL.md, section 8): at most --max-control-connections
+            control clients at once (others wait in the backlog), a control request must
+            arrive whole within --request-timeout ms, a client must take its reply within
+            --write-timeout ms; otherwise that client is disconnected and the TPM goes on.
 
             Examples:
               guestvault serve --vault DIR vm1.state --ctrl unix:/run/vm1-tpm.sock
@@ -43,11 +54,42 @@ struct Serve: ParsableCommand {
     @Flag(help: "Open even if the vault has seen a newer generation of this VM.")
     var allowRollback = false
 
-    @Flag(help: "Log control commands and errors to standard error.")
+    @Flag(help: "Log every control command (the same as --log-level debug).")
     var verbose = false
 
     @Option(help: ArgumentHelp("In a cluster (docs/CLUSTER.md): wait up to this many seconds for another member's lease on the VM to end.", valueName: "s"))
     var clusterWait: Int?
+
+    @Option(help: ArgumentHelp("The least level logged: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    var logLevel: String?
+
+    @Option(help: ArgumentHelp("Append the log to this file instead of standard error (created 0600).", valueName: "path"))
+    var logFile: String?
+
+    @Option(help: ArgumentHelp("Control connections served at once.", valueName: "count"))
+    var maxControlConnections: Int = TPMServer.Limits().maximumControlConnections
+
+    @Option(help: ArgumentHelp("Milliseconds a control request may take to arrive whole.", valueName: "ms"))
+    var requestTimeout: Int32 = TPMServer.Limits().requestTimeout
+
+    @Option(help: ArgumentHelp("Milliseconds a client may take to read a reply.", valueName: "ms"))
+    var writeTimeout: Int32 = TPMServer.Limits().writeTimeout
+
+    /// The logger the CLI chooses: a line per record, to standard error or the log file.
+    func makeLogger() throws -> Logger {
+        let level: Logger.Level
+        if let logLevel {
+            guard let parsed = Logger.Level(rawValue: logLevel) else {
+                throw ValidationError("--log-level \(logLevel) is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            level = parsed
+        } else {
+            level = verbose ? .debug : .warning
+        }
+        let sink: LineLogHandler.Sink = try logFile.map { .file(try SafeOpen.appendLog($0)) } ?? .standardError
+        let handler = LineLogHandler(label: "guestvault serve[\(getpid())]", sink: sink, level: level)
+        return Logger(label: "guestvault.serve") { _ in handler }
+    }
 
     func run() throws {
         guard let control = StreamSocket.Address(ctrl) else { throw ValidationError("--ctrl \(ctrl) is not tcp:HOST:PORT or unix:PATH") }
@@ -59,17 +101,23 @@ struct Serve: ParsableCommand {
         let unknown = flagSet.subtracting(["not-need-init", "startup-clear", ""])
         guard unknown.isEmpty else { throw ValidationError("unknown --flags: \(unknown.sorted().joined(separator: ", "))") }
 
+        guard maxControlConnections >= 1, requestTimeout >= 1, writeTimeout >= 1 else {
+            throw ValidationError("--max-control-connections, --request-timeout and --write-timeout must be at least 1")
+        }
+        var logger = try makeLogger()
         // In a cluster the session takes the VM's lease and gives the server a storage
         // whose commits are visible only while this member owns the VM; on lease loss
         // the server stops (fail-stop).
         let stopper = ServerStopper()
+        let failureLogger = logger
         let cluster = try ClusterCommand.serveSession(state: state, vault: vault, wait: clusterWait) { reason in
-            FileHandle.standardError.write(Data("guestvault serve: \(reason.message)\n".utf8))
+            failureLogger.critical("\(reason.message)")
             stopper.stop()
         }
         let storage: any TPMStateStorage
         var plain: ContainerTPMStorage?
         if let cluster {
+            logger[metadataKey: "vm"] = "\(cluster.ownership.vm)"
             storage = cluster.storage
         } else {
             let container = try GuestStateContainer.open(at: state, access: .readWrite)
@@ -77,15 +125,19 @@ struct Serve: ParsableCommand {
             guard container.entryNames.contains(EntryName.tpmPermanent) else {
                 throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
             }
-            plain = ContainerTPMStorage(container: container)
-            storage = plain!
+            logger[metadataKey: "vm"] = "\(container.info.vm.uuidString.lowercased())"
+            let containerStorage = ContainerTPMStorage(container: container)
+            plain = containerStorage
+            storage = containerStorage
         }
-        let verbose = self.verbose
+        let limits = TPMServer.Limits(maximumControlConnections: maxControlConnections, requestTimeout: requestTimeout,
+                                      writeTimeout: writeTimeout)
         let server = try TPMServer(
             storage: storage,
             configuration: .init(dataAddress: data, controlAddress: control,
-                                 notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear")),
-            log: { message in if verbose { FileHandle.standardError.write(Data("guestvault serve: \(message)\n".utf8)) } })
+                                 notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear"),
+                                 limits: limits),
+            logger: logger)
         stopper.set(server)
 
         signal(SIGTERM, SIG_IGN)
@@ -97,9 +149,7 @@ struct Serve: ParsableCommand {
             source.setEventHandler { server.requestStop() }
             source.resume()
         }
-        if verbose {
-            FileHandle.standardError.write(Data("guestvault serve: \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")\n".utf8))
-        }
+        logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
         defer { cluster?.release() }
         try server.run()
         try plain?.flush()

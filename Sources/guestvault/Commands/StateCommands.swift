@@ -4,6 +4,7 @@ import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultState
 import GuestVaultTPM
+import GuestVaultTPMContainer
 
 struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -4,6 +4,7 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTPM
+import GuestVaultTPMContainer
 
 /// `--key` and `--pwdfile`, as swtpm and swtpm_setup take them.
 struct SwtpmKeyOptions: ParsableArguments {

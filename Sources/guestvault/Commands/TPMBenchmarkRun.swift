@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 import GuestVaultSystem
-import GuestVaultTPM
+@_spi(Benchmarking) import GuestVaultTPM
 
 /// The vTPM part of `guestvault benchmark`: each figure next to its reference, measured
 /// in the same run with the same client.

@@ -1,4 +1,6 @@
+import GuestVaultCore
 public import GuestVaultState
+public import GuestVaultTPM
 import Synchronization
 
 /// TPM state kept in an unlocked, writable guest state container: each store writes
@@ -26,10 +28,14 @@ public final class ContainerTPMStorage: TPMStateStorage {
         }
     }
 
+    /// A failed commit (a full disk) leaves nothing staged: the container still holds the
+    /// last committed state, and the next store starts from it.
     public func store(_ blob: TPMStateBlob, _ bytes: [UInt8]) throws {
         try container.withLock { c in
-            try c.write(blob.entryName, bytes)
-            try c.commit()
+            try Self.committing(blob, "storing", in: c) {
+                try c.write(blob.entryName, bytes)
+                try c.commit()
+            }
         }
         commitCount.add(1, ordering: .relaxed)
     }
@@ -37,23 +43,33 @@ public final class ContainerTPMStorage: TPMStateStorage {
     public func delete(_ blob: TPMStateBlob) throws {
         try container.withLock { c in
             guard c.entryNames.contains(blob.entryName) else { return }
-            try c.remove(blob.entryName)
-            try c.commit()
+            try Self.committing(blob, "deleting", in: c) {
+                try c.remove(blob.entryName)
+                try c.commit()
+            }
         }
         commitCount.add(1, ordering: .relaxed)
     }
+
+    private static func committing(_ blob: TPMStateBlob, _ what: String, in container: GuestStateContainer,
+                                   _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch {
+            container.discardPendingChanges()
+            throw TPMEngineError(.storage, "\(what) the TPM's \(blob) state in \(container.path) failed; the container keeps its last commit",
+                                 underlying: error)
+        }
+    }
 }
 
-/// TPM state in memory only (manufacture scratch, validation, benchmarks).
-public final class MemoryTPMStorage: TPMStateStorage {
-    private let blobs = Mutex<[TPMStateBlob: [UInt8]]>([:])
-
-    public init(_ initial: [TPMStateBlob: [UInt8]] = [:]) {
-        blobs.withLock { $0 = initial }
+extension TPMStateBlob {
+    /// The container entry the blob lives in.
+    public var entryName: String {
+        switch self {
+        case .permanent: EntryName.tpmPermanent
+        case .volatile: EntryName.tpmVolatile
+        case .saveState: EntryName.tpmSaveState
+        }
     }
-
-    public func load(_ blob: TPMStateBlob) throws -> [UInt8]? { blobs.withLock { $0[blob] } }
-    public func store(_ blob: TPMStateBlob, _ bytes: [UInt8]) throws { blobs.withLock { $0[blob] = bytes } }
-    public func delete(_ blob: TPMStateBlob) throws { _ = blobs.withLock { $0.removeValue(forKey: blob) } }
-    public var snapshot: [TPMStateBlob: [UInt8]] { blobs.withLock { $0 } }
 }

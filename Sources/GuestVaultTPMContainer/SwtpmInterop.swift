@@ -1,42 +1,35 @@
 public import GuestVaultState
+public import GuestVaultTPM
 import Foundation
+public import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultSystem
 
 /// A refusal of an swtpm import or export that is not about a file's bytes (those are
 /// ``SwtpmFormatError``s): the directory, a lock, the container's entries.
-public struct SwtpmInteropError: Error, Sendable, Hashable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
+public struct SwtpmInteropError: GuestVaultError {
+    /// The codes are ``ErrorCode`` statics: `.notAStateDirectory`, `.inUse`, `.notEmpty`,
+    /// `.missingEntry`, `.validationFailed`, `.io`.
+    public typealias Code = ErrorCode
 
-        /// The directory is missing or holds no swtpm TPM 2.0 state.
-        public static let notAStateDirectory = Code("notAStateDirectory")
-        /// An swtpm process holds the directory's lock.
-        public static let inUse = Code("inUse")
-        /// The export directory already holds files and overwriting was not asked for.
-        public static let notEmpty = Code("notEmpty")
-        /// The container has no TPM state to export.
-        public static let missingEntry = Code("missingEntry")
-        /// The caller's check (libtpms) refused the state.
-        public static let validationFailed = Code("validationFailed")
-        /// A file or directory operation failed.
-        public static let io = Code("io")
-    }
-
-    public let code: Code
+    public let code: ErrorCode
     /// The directory, file or container concerned.
     public let subject: String
     public let reason: String
+    /// What caused it (a file-system error, libtpms' refusal).
+    public let underlying: (any Error & Sendable)?
+    public let location: SourceLocation
 
-    public init(_ code: Code, subject: String, _ reason: String) {
+    public init(_ code: ErrorCode, subject: String, _ reason: String, underlying: (any Error & Sendable)? = nil,
+                file: String = #fileID, line: Int = #line) {
         self.code = code
         self.subject = subject
         self.reason = reason
+        self.underlying = underlying
+        self.location = SourceLocation(file: file, line: line)
     }
 
-    public var description: String { "\(subject): \(reason)" }
+    public var message: String { "\(subject): \(reason)" }
 }
 
 /// One state file of an import or export and the container entry it maps to.
@@ -144,7 +137,7 @@ public enum SwtpmInterop {
         do {
             try validate(blobs[.permanent]!, blobs[.volatile], blobs[.saveState])
         } catch {
-            throw SwtpmInteropError(.validationFailed, subject: directory, "libtpms does not accept this state: \(error)")
+            throw SwtpmInteropError(.validationFailed, subject: directory, "libtpms does not accept this state", underlying: error)
         }
         var removed: [String] = []
         let existing = Set(container.entryNames)
@@ -212,7 +205,7 @@ public enum SwtpmInterop {
         } catch {
             // A directory this export made holds nothing else: take it away again.
             if created { try? FileManager.default.removeItem(atPath: directory) }
-            throw SwtpmInteropError(.io, subject: directory, "could not write the state files: \(error)\(created ? "; the new directory was removed" : "")")
+            throw SwtpmInteropError(.io, subject: directory, "could not write the state files\(created ? "; the new directory was removed" : "")", underlying: error)
         }
         let reports = encoded.reversed().map {
             SwtpmFileReport(file: $0.file, entry: $0.entry, fileBytes: $0.bytes.count, stateBytes: $0.stateBytes,
@@ -239,7 +232,7 @@ public enum SwtpmInterop {
             throw SwtpmFormatError(.tooLarge, file: path, offset: SwtpmStateFile.maximumFileByteCount,
                                    "the file is larger than \(SwtpmStateFile.maximumFileByteCount) bytes, far more than any libtpms state")
         } catch {
-            throw SwtpmFormatError(.io, file: path, offset: nil, "cannot read it: \(error)")
+            throw SwtpmFormatError(.io, file: path, offset: nil, "cannot read it", underlying: error)
         }
     }
 
@@ -264,7 +257,7 @@ public enum SwtpmInterop {
                 file = try OpenFile(creating: path, permissions: FileSystem.privateFileMode)
             }
         } catch {
-            throw SwtpmInteropError(.io, subject: directory, "cannot open swtpm's lock file \(lockFile): \(error)")
+            throw SwtpmInteropError(.io, subject: directory, "cannot open swtpm's lock file \(lockFile)", underlying: error)
         }
         guard (try? file.tryLock(exclusive: true)) == true else {
             throw SwtpmInteropError(.inUse, subject: directory,
@@ -284,7 +277,7 @@ public enum SwtpmInterop {
             do {
                 return try FileSystem.createDirectory(directory, mode: FileSystem.privateDirectoryMode)
             } catch {
-                throw SwtpmInteropError(.io, subject: directory, "cannot create the directory: \(error)")
+                throw SwtpmInteropError(.io, subject: directory, "cannot create the directory", underlying: error)
             }
         }
         guard FileSystem.isDirectory(directory) else {
@@ -294,7 +287,7 @@ public enum SwtpmInterop {
         do {
             present = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
         } catch {
-            throw SwtpmInteropError(.io, subject: directory, "cannot list the directory: \(error)")
+            throw SwtpmInteropError(.io, subject: directory, "cannot list the directory", underlying: error)
         }
         if !present.isEmpty && !overwrite {
             let shown = present.prefix(4).joined(separator: ", ") + (present.count > 4 ? ", ..." : "")
@@ -304,7 +297,7 @@ public enum SwtpmInterop {
         do {
             try FileSystem.setMode(directory, FileSystem.privateDirectoryMode)
         } catch {
-            throw SwtpmInteropError(.io, subject: directory, "cannot set the directory's mode to 0700: \(error)")
+            throw SwtpmInteropError(.io, subject: directory, "cannot set the directory's mode to 0700", underlying: error)
         }
         return false
     }

@@ -1,0 +1,98 @@
+import GuestVaultCore
+import GuestVaultSystem
+import Logging
+
+extension TPMServer {
+    // MARK: Data channel
+
+    /// Reads TPM commands and answers them. Returns false when the connection is done.
+    func serviceData(_ connection: Connection) -> Bool {
+        guard let bytes = try? connection.socket.receive(), !bytes.isEmpty else { return false }
+        connection.data.maximumCommandSize = Int(max(bufferSize, 4096))
+        connection.data.append(bytes)
+        while true {
+            let frame: TPMCommandFrame?
+            do {
+                frame = try connection.data.next()
+            } catch {
+                logger.warning("data channel: \(error.message); answered with an error and closed the connection")
+                _ = reply(error.errorResponse, on: connection, channel: "data")
+                return false
+            }
+            guard let frame else { return true }
+            if let prefixLocality = frame.locality { locality = prefixLocality }
+            let response = execute(frame.bytes, locality: locality)
+            guard reply(frame.encodeResponse(response), on: connection, channel: "data") else { return false }
+        }
+    }
+
+    /// One TPM command. While the TPM is not running, or after an NV change could not be
+    /// committed (until the next CMD_INIT), the answer is TPM_RC_FAILURE.
+    func execute(_ command: [UInt8], locality: UInt8) -> [UInt8] {
+        // TPM_RC_FAILURE while not initialised, as swtpm answers (QEMU probes before INIT).
+        guard let engine, !nvFailed else { return DataChannelResponse.error(DataChannelResponse.failureResponseCode) }
+        do {
+            return try engine.execute(command, locality: locality)
+        } catch {
+            if ErrorChain.contains(.storage, in: error) {
+                nvFailed = true
+                logger.critical("an NV change of the TPM could not be committed; the TPM answers TPM_RC_FAILURE until the VM resets it (CMD_INIT), which restarts it from the last committed state",
+                                metadata: ["error": "\(ErrorChain.message(of: error))"])
+            } else {
+                logger.error("TPM command failed", metadata: ["error": "\(ErrorChain.message(of: error))"])
+            }
+            return DataChannelResponse.error(DataChannelResponse.failureResponseCode)
+        }
+    }
+
+    // MARK: Control channel
+
+    /// One receive is appended as a unit (swtpm's framing: a receive's trailing bytes
+    /// belong to its request, as QEMU pads SET_LOCALITY); a request may span receives.
+    func serviceControl(_ connection: Connection) -> Bool {
+        let received: (bytes: [UInt8], descriptor: Int32?)
+        do {
+            received = try connection.socket.receiveWithDescriptor()
+        } catch {
+            return false
+        }
+        // A passed descriptor lives as long as this receive: SET_DATAFD takes it, anything
+        // else leaves it to be closed here.
+        connection.passedDescriptor = received.descriptor.map {
+            StreamSocket(adopting: $0, name: "data channel (passed descriptor)")
+        }
+        defer { connection.passedDescriptor = nil }
+        guard !received.bytes.isEmpty else { return false }
+        connection.control.append(received.bytes)
+        let buffered = bufferedControlBytes
+        guard buffered <= configuration.limits.maximumBufferedBytes else {
+            logger.warning("control channel: unfinished requests hold more than \(configuration.limits.maximumBufferedBytes) bytes; closed the connection",
+                           metadata: ["bufferedBytes": "\(buffered)"])
+            return false
+        }
+        while true {
+            let request: ControlRequest?
+            do {
+                request = try connection.control.next()
+            } catch {
+                logger.warning("control channel: \(error.message); answered and closed the connection")
+                if let code = error.reply { _ = reply(ControlResponse.result(code).encoded(), on: connection, channel: "control") }
+                return false
+            }
+            guard let request else {
+                if connection.control.bufferedByteCount == 0 {
+                    connection.requestStarted = nil
+                } else if connection.requestStarted == nil {
+                    connection.requestStarted = Self.milliseconds()
+                }
+                return true
+            }
+            connection.requestStarted = connection.control.bufferedByteCount == 0 ? nil : Self.milliseconds()
+            let response = handle(request, connection: connection)
+            let encoded = response.encoded()
+            logger.debug("control: \(request.command) -> \(encoded.prefix(4).map { String($0, radix: 16) }.map { $0.count == 1 ? "0" + $0 : $0 }.joined())")
+            guard reply(encoded, on: connection, channel: "control") else { return false }
+            if shutdownRequested { return false }
+        }
+    }
+}
