@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "GuestVaultTPMContainer", targets: ["GuestVaultTPMContainer"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
         .library(name: "GuestVaultCluster", targets: ["GuestVaultCluster"]),
+        .library(name: "GuestVaultUEFI", targets: ["GuestVaultUEFI"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
@@ -92,12 +93,13 @@ let package = Package(
         // MARK: Transfer: the encrypted, authenticated framing that moves sealed state.
         .target(
             name: "GuestVaultTransfer",
-            dependencies: ["GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .target(
             name: "GuestVaultTransferTesting",
-            dependencies: ["GuestVaultTransfer", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState"],
+            dependencies: ["GuestVaultTransfer", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState"],
             swiftSettings: strict
         ),
 
@@ -138,6 +140,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: UEFI: the OVMF/EDK2 variable store and Secure Boot databases, parsed as hostile input. No I/O.
+        .target(
+            name: "GuestVaultUEFI",
+            dependencies: ["GuestVaultCore"],
+            swiftSettings: strict
+        ),
+
         // MARK: The `guestvault` command-line tool.
         .executableTarget(
             name: "GuestVaultCLI",
@@ -150,6 +159,7 @@ let package = Package(
                 "GuestVaultTPMContainer",
                 "GuestVaultTransfer",
                 "GuestVaultCluster",
+                "GuestVaultUEFI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -217,7 +227,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultTransferTests",
-            dependencies: ["GuestVaultTransfer", "GuestVaultTransferTesting", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
+            dependencies: ["GuestVaultCore", "GuestVaultTransfer", "GuestVaultTransferTesting", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
@@ -230,6 +240,11 @@ let package = Package(
         .testTarget(
             name: "GuestVaultCTests",
             dependencies: ["GuestVaultC", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultCore"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultUEFITests",
+            dependencies: ["GuestVaultUEFI", "GuestVaultCore", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
         .testTarget(

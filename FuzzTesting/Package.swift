@@ -64,6 +64,10 @@ let package = Package(
             .product(name: "GuestVaultKeys", package: "GuestVault"),
             .product(name: "GuestVaultCrypto", package: "GuestVault"),
         ]),
+        fuzzTarget("FuzzUEFIVariableStore", [
+            .product(name: "GuestVaultUEFI", package: "GuestVault"),
+            .product(name: "GuestVaultCore", package: "GuestVault"),
+        ]),
         fuzzTarget("FuzzSwtpmStateFile", [
             .product(name: "GuestVaultTPM", package: "GuestVault"),
             .product(name: "GuestVaultCore", package: "GuestVault"),

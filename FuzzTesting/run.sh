@@ -16,7 +16,8 @@ readonly FUZZ_DIR="$PWD"
 
 # name:max_len. max_len fits the largest meaningful input: a container from Vectors/
 # (48 KB), a stream header plus the start of a chunk, a slot list of 8 slots (865 B),
-# a few control messages / TPM command frames, a small swtpm state file.
+# a few control messages / TPM command frames, a small swtpm state file, the used part of
+# an OVMF variable store (the Microsoft template's variables end at 23 KB).
 readonly ALL_TARGETS=(
     FuzzContainerReader:65536
     FuzzStreamReader:4096
@@ -25,6 +26,7 @@ readonly ALL_TARGETS=(
     FuzzDataChannel:8192
     FuzzSwtpmStateFile:4096
     FuzzTransferReceiver:8192
+    FuzzUEFIVariableStore:32768
 )
 # Read-only seed directories used besides Corpus/<Target>/ (relative to FuzzTesting/).
 extra_seeds() {

@@ -1,3 +1,4 @@
+import GuestVaultCore
 import GuestVaultCrypto
 
 /// Transfer frames (docs/TRANSFER.md §3).
@@ -11,7 +12,7 @@ import GuestVaultCrypto
 /// 16  n  AES-256-GCM ciphertext and tag of the payload; AAD = bytes 0..<16;
 ///        nonce = [0]_4 || sequence
 /// ```
-public enum FrameType: UInt8, Sendable {
+public enum FrameType: UInt8, Sendable, CaseIterable {
     case manifest = 1
     case key = 2
     case data = 3
@@ -23,34 +24,45 @@ public enum FrameType: UInt8, Sendable {
 
 struct FrameHeader: Equatable {
     static let count = 16
-    static let maximumBody = (4 << 20) + 16
+    static let maximumBody: UInt32 = (4 << 20) + 16
 
     var bodyLength: UInt32
     var type: FrameType
     var sequence: UInt64
 
     var bytes: [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(16)
-        for shift in stride(from: 24, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: bodyLength >> UInt32(shift))) }
-        out += [type.rawValue, 0, 0, 0]
-        for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: sequence >> UInt64(shift))) }
-        return out
+        var out = ByteWriter(capacity: Self.count)
+        out.u32(bodyLength)
+        out.u8(type.rawValue)
+        out.raw([0, 0, 0])
+        out.u64(sequence)
+        return out.bytes
     }
 
+    /// Parses the 16 header bytes (the caller has them all).
     static func parse(_ b: ArraySlice<UInt8>) throws -> FrameHeader {
-        let start = b.startIndex
-        let length = b[start..<(start + 4)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        guard Int(length) <= maximumBody, length >= 16 else {
+        var reader = ByteReader(b, subject: "frame header")
+        let length: UInt32
+        let typeByte: UInt8
+        let reserved: ArraySlice<UInt8>
+        let sequence: UInt64
+        do {
+            length = try reader.u32("body length")
+            typeByte = try reader.u8("type")
+            reserved = try reader.take(3, "flags and reserved bytes")
+            sequence = try reader.u64("sequence number")
+        } catch {
+            throw TransferError(.truncated, "a frame header of \(b.count) bytes is incomplete", underlying: error)
+        }
+        guard length <= maximumBody, length >= 16 else {
             throw TransferError(.tooLarge, "a frame body of \(length) bytes is outside 16...\(maximumBody)")
         }
-        guard let type = FrameType(rawValue: b[start + 4]) else {
-            throw TransferError(.unexpectedFrame, "unknown frame type \(b[start + 4])")
+        guard let type = FrameType(rawValue: typeByte) else {
+            throw TransferError(.unexpectedFrame, "unknown frame type \(typeByte)")
         }
-        guard b[start + 5] == 0, b[start + 6] == 0, b[start + 7] == 0 else {
+        guard reserved.allSatisfy({ $0 == 0 }) else {
             throw TransferError(.unexpectedFrame, "frame flags or reserved bytes are not zero")
         }
-        let sequence = b[(start + 8)..<(start + 16)].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         return FrameHeader(bodyLength: length, type: type, sequence: sequence)
     }
 }
@@ -71,7 +83,7 @@ struct FrameDecoder {
     /// At most room for two of the largest frames, so one can be read while a part of
     /// the next waits at the end. The buffer starts small and grows to what the frames
     /// need: a session of small frames never allocates megabytes.
-    static let maximumCapacity = 2 * (FrameHeader.count + FrameHeader.maximumBody)
+    static let maximumCapacity = 2 * (FrameHeader.count + Int(FrameHeader.maximumBody))
     static let initialCapacity = 64 << 10
 
     init() {
@@ -96,7 +108,9 @@ struct FrameDecoder {
     mutating func fill(_ read: (inout [UInt8], Int, Int) throws -> Int) throws -> Int {
         makeRoom()
         let count = try read(&storage, end, storage.count - end)
-        precondition(count >= 0 && count <= storage.count - end, "a read past the free space")
+        guard count >= 0, count <= storage.count - end else {
+            throw TransferError(.io, "the channel reported \(count) bytes read into \(storage.count - end) bytes of room")
+        }
         end += count
         return count
     }

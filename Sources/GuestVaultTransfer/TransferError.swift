@@ -1,66 +1,52 @@
-/// The one error type of transfers: what went wrong, at which frame, and whether a
-/// retry can resume.
-public struct TransferError: Error, Sendable, CustomStringConvertible {
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
+public import GuestVaultCore
 
-        /// Not a GuestVault transfer (bad magic) or an unsupported version.
-        public static let protocolMismatch = Code("protocolMismatch")
-        /// A frame does not authenticate: changed bytes, a foreign frame, or a wrong key.
-        public static let authenticationFailed = Code("authenticationFailed")
-        /// A frame's sequence number is not the next one: replayed, reordered or dropped.
-        public static let sequence = Code("sequence")
-        /// The stream ended before the final frame.
-        public static let truncated = Code("truncated")
-        /// A frame of a type not allowed at this point, or malformed contents.
-        public static let unexpectedFrame = Code("unexpectedFrame")
-        /// A length over the limits.
-        public static let tooLarge = Code("tooLarge")
-        /// The final frame's transcript or file digest does not match.
-        public static let integrity = Code("integrity")
-        /// The peer reported an error.
-        public static let peer = Code("peer")
-        /// The destination exists, or a file operation failed.
-        public static let io = Code("io")
-        /// The peer's identity or the keys do not fit (no recipient key, wrong PSK, a
-        /// sender this receiver does not accept, a small-order key).
-        public static let keys = Code("keys")
-        /// The peer sent nothing (or took nothing) for longer than the channel's timeout.
-        public static let timeout = Code("timeout")
-    }
+extension ErrorCode {
+    /// Not a GuestVault transfer (bad magic) or an unsupported version.
+    public static let protocolMismatch = ErrorCode("protocolMismatch", .peer)
+    /// A frame's sequence number is not the next one: replayed, reordered or dropped.
+    public static let sequence = ErrorCode("sequence", .peer)
+    /// A frame of a type not allowed at this point, or malformed contents.
+    public static let unexpectedFrame = ErrorCode("unexpectedFrame", .peer)
+    /// The final frame's transcript or file digest does not match, or the received
+    /// container is not what the manifest said.
+    public static let integrity = ErrorCode("integrity", .integrity)
+    /// The peer reported an error (its words are in the message, marked and filtered).
+    public static let peer = ErrorCode("peer", .peer)
+    /// The peer's identity or the keys do not fit (no recipient key, wrong PSK, a
+    /// sender or VM this receiver does not accept, a small-order key).
+    public static let keys = ErrorCode("keys", .keys)
+    /// The peer sent nothing (or took nothing) for longer than the channel's timeout, or
+    /// the handshake did not finish within its deadline.
+    public static let timeout = ErrorCode("timeout", .timeout)
+    // `.truncated` (the stream ended before the final frame) and `.tooLarge` (a length
+    // over the limits) are GuestVaultCore's codes of the same names and categories.
+}
 
-    public let code: Code
+/// The one error type of transfers: what went wrong, at which frame, and the error
+/// that caused it (a container's rollback stays `.rollback` for
+/// `ErrorChain.category(of:)`).
+public struct TransferError: GuestVaultError {
+    /// The codes are `ErrorCode` statics: `.protocolMismatch`, `.authenticationFailed`,
+    /// `.sequence`, `.truncated`, `.unexpectedFrame`, `.tooLarge`, `.integrity`, `.peer`,
+    /// `.io`, `.keys`, `.timeout`.
+    public typealias Code = ErrorCode
+
+    public let code: ErrorCode
+    /// What failed, in one line, without the cause's text (that is `underlying`).
     public let reason: String
+    public let underlying: (any Error & Sendable)?
+    public let location: SourceLocation
 
-    public init(_ code: Code, _ reason: String) {
+    public init(_ code: ErrorCode, _ reason: String, underlying: (any Error & Sendable)? = nil,
+                file: String = #fileID, line: Int = #line) {
         self.code = code
         self.reason = reason
+        self.underlying = underlying
+        self.location = SourceLocation(file: file, line: line)
     }
 
-    public var description: String { reason }
-}
+    public var message: String { reason }
 
-/// A byte stream: a socket, a pipe, or a test double.
-public protocol ByteChannel: AnyObject {
-    func send(_ bytes: [UInt8]) throws
-    /// Up to `maximum` bytes; empty at the end of the stream.
-    func receive(maximum: Int) throws -> [UInt8]
-    /// Up to `maximum` bytes into `buffer` from `offset`; returns the count, 0 at the end
-    /// of the stream. The default goes through ``receive(maximum:)``.
-    func receive(into buffer: inout [UInt8], at offset: Int, maximum: Int) throws -> Int
-    /// What has arrived, without waiting: nil if nothing has (or the channel cannot
-    /// tell), empty at the end of the stream. The default is nil.
-    func receiveIfReady(maximum: Int) throws -> [UInt8]?
-}
-
-extension ByteChannel {
-    public func receive(into buffer: inout [UInt8], at offset: Int, maximum: Int) throws -> Int {
-        let bytes = try receive(maximum: maximum)
-        buffer.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
-        return bytes.count
-    }
-
-    public func receiveIfReady(maximum: Int) throws -> [UInt8]? { nil }
+    /// The message followed by its causes, on one line.
+    public var description: String { ErrorChain.message(of: self) }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 public import GuestVaultCrypto
 public import GuestVaultKeys
 import GuestVaultState
@@ -105,10 +106,14 @@ public final class ScriptedSender {
     }
 
     static func header(bodyLength: Int, type: UInt8, sequence: UInt64) -> [UInt8] {
-        bigEndian(UInt64(bodyLength), count: 4) + [type, 0, 0, 0] + bigEndian(sequence, count: 8)
+        var out = ByteWriter(capacity: 16)
+        out.u32(UInt32(truncatingIfNeeded: bodyLength))
+        out.raw([type, 0, 0, 0])
+        out.u64(sequence)
+        return out.bytes
     }
 
-    static func nonce(_ sequence: UInt64) -> [UInt8] { [0, 0, 0, 0] + bigEndian(sequence, count: 8) }
+    static func nonce(_ sequence: UInt64) -> [UInt8] { [0, 0, 0, 0] + sequence.bigEndianBytes }
 
     /// The sender's stream after its hello: every step, sealed.
     func stream(_ steps: [Step], keys: Keys) throws -> [UInt8] {
@@ -128,7 +133,7 @@ public final class ScriptedSender {
             case .frame(let type, let payload): try seal(type, payload, sequence)
             case .frameNumbered(let type, let payload, let number): try seal(type, payload, number)
             case .final(let length):
-                let payload = bigEndian(length, count: 8) + (try SHA256.hash([])) + (try keys.transcript.current())
+                let payload = length.bigEndianBytes + (try SHA256.hash([])) + (try keys.transcript.current())
                 try seal(.final, payload, sequence)
             case .raw(let bytes): out += bytes
             }
@@ -141,7 +146,7 @@ public final class ScriptedSender {
         var at = 0
         var sequence: UInt64 = 0
         while bytes.count - at >= 16 {
-            let length = Int(bytes[at..<(at + 4)].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            let length = Int(UInt32(bigEndianBytes: bytes[at..<(at + 4)]) ?? 0)
             guard length >= 16, bytes.count - at - 16 >= length else { break }
             let header = Array(bytes[at..<(at + 16)])
             var body = Array(bytes[(at + 16)..<(at + 16 + length - 16)])
@@ -152,7 +157,7 @@ public final class ScriptedSender {
             } catch {
                 replies.append(Reply(type: nil, payload: header + body + tag))
             }
-            sequence += 1
+            sequence &+= 1
             at += 16 + length
         }
     }
@@ -215,8 +220,8 @@ extension ScriptedSender {
             try container.unlock(with: UnlockCredentials(vault: vault))
             bytes = try container.rawBytes(at: 0, count: Int(container.logEnd))
             key = try container.protectionKey().unsafeCopyOfBytes()
-            manifest = transferID + withUnsafeBytes(of: container.vm.uuid) { Array($0) } + container.containerID
-                + bigEndian(container.generation, count: 8) + bigEndian(UInt64(bytes.count), count: 8)
+            manifest = TransferManifest(transferID: transferID, vm: container.vm, containerID: container.containerID,
+                                        generation: container.generation, length: UInt64(bytes.count)).bytes
         }
 
         public init(manifest: [UInt8], key: [UInt8], bytes: [UInt8]) {
@@ -231,15 +236,10 @@ extension ScriptedSender {
             var offset = 0
             while offset < bytes.count {
                 let count = min(chunk, bytes.count - offset)
-                steps.append(.frame(.data, bigEndian(UInt64(offset), count: 8) + bytes[offset..<(offset + count)]))
+                steps.append(.frame(.data, UInt64(offset).bigEndianBytes + bytes[offset..<(offset + count)]))
                 offset += count
             }
             return steps + [.final(length: UInt64(bytes.count))]
         }
     }
-}
-
-/// `value` as `count` big-endian bytes.
-func bigEndian(_ value: UInt64, count: Int) -> [UInt8] {
-    (0..<count).map { UInt8(truncatingIfNeeded: value >> (8 * UInt64(count - 1 - $0))) }
 }

@@ -16,6 +16,6 @@ struct GuestVaultCommand: AsyncParsableCommand {
             environment variable.
             """,
         version: GuestVaultVersion.string,
-        subcommands: [VaultCommand.self, Create.self, Inspect.self, List.self, Put.self, Get.self, Rekey.self, ImportSwtpm.self, ExportSwtpm.self, Serve.self, Send.self, Receive.self, BenchmarkCommand.self, Demo.self, ClusterCommand.self]
+        subcommands: [VaultCommand.self, Create.self, Inspect.self, List.self, Put.self, Get.self, Rekey.self, ImportSwtpm.self, ExportSwtpm.self, Serve.self, Send.self, Receive.self, BenchmarkCommand.self, Demo.self, UEFICommand.self, ClusterCommand.self]
     )
 }

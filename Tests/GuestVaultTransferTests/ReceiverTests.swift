@@ -1,3 +1,4 @@
+import GuestVaultCore
 import Dispatch
 import Foundation
 import GuestVaultCrypto
@@ -52,9 +53,9 @@ import Testing
 
         func manifest(generation: UInt64? = nil, containerID: [UInt8]? = nil, length: UInt64? = nil) -> [UInt8] {
             var m = source.manifest
-            if let generation { m.replaceSubrange(48..<56, with: (0..<8).map { UInt8(truncatingIfNeeded: generation >> (56 - 8 * UInt64($0))) }) }
+            if let generation { m.replaceSubrange(48..<56, with: generation.bigEndianBytes) }
             if let containerID { m.replaceSubrange(32..<48, with: containerID) }
-            if let length { m.replaceSubrange(56..<64, with: (0..<8).map { UInt8(truncatingIfNeeded: length >> (56 - 8 * UInt64($0))) }) }
+            if let length { m.replaceSubrange(56..<64, with: length.bigEndianBytes) }
             return m
         }
     }
@@ -62,7 +63,7 @@ import Testing
     /// Expects `result` to be a TransferError of `code`, the destination absent, and the
     /// receiver's ERROR reply (if it sent one) free of local paths.
     func expectRefused(_ result: Result<ContainerTransfer.Report, any Error>, _ code: TransferError.Code, _ f: Fixture, _ sender: ScriptedSender,
-                       sourceLocation: SourceLocation = #_sourceLocation) {
+                       sourceLocation: Testing.SourceLocation = #_sourceLocation) {
         do {
             _ = try result.get()
             Issue.record("the receiver accepted it", sourceLocation: sourceLocation)

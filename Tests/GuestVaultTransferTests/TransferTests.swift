@@ -1,3 +1,4 @@
+import GuestVaultCore
 import Dispatch
 import Foundation
 import GuestVaultCrypto
@@ -5,6 +6,7 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTransfer
+import GuestVaultTransferTesting
 import Synchronization
 import Testing
 

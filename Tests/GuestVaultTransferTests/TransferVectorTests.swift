@@ -1,3 +1,4 @@
+import GuestVaultCore
 import Dispatch
 import Foundation
 import GuestVaultCrypto
@@ -5,86 +6,9 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTransfer
+import GuestVaultTransferTesting
 import Synchronization
 import Testing
-
-/// The JSON of Vectors/formats/transfer/transcript-*.json (docs/TRANSFER.md §8).
-struct TransferVector: Codable {
-    struct Container: Codable {
-        /// Relative to Vectors/formats.
-        let file: String
-        let length: UInt64
-        let sha256: String
-        /// The source vault's root key: it opens the container's vault slot.
-        let rootKey: String
-        let vm: String
-        let containerID: String
-        let generation: UInt64
-        /// The container's DEK: what the KEY frame carries.
-        let dek: String
-    }
-
-    struct Authentication: Codable {
-        /// "recipient" or "psk".
-        let mode: String
-        let recipientPrivate: String?
-        let recipientPublic: String?
-        /// Recipient mode: the sending vault's static (recipient) key pair.
-        let senderPrivate: String?
-        let senderPublic: String?
-        let psk: String?
-        let keyID: String
-    }
-
-    struct End: Codable {
-        let ephemeralPrivate: String
-        let ephemeralPublic: String
-        let random: String
-    }
-
-    struct Derived: Codable {
-        let firstSecret: String
-        let ephemeralShared: String
-        let handshakeHash: String
-        let senderToReceiverKey: String
-        let receiverToSenderKey: String
-        let transferID: String
-        /// SHA-256 of the bytes the receiver already had (none: the hash of nothing).
-        let prefixSHA256: String
-        let finalTranscript: String
-    }
-
-    struct Message: Codable {
-        let index: Int
-        let direction: String
-        /// "hello" or "frame".
-        let kind: String
-        let type: String?
-        let sequence: UInt64?
-        /// The frame's plaintext payload.
-        let payload: String?
-        /// The sender's transcript hash after this frame (frames the sender sent).
-        let transcript: String?
-        let bytes: String
-    }
-
-    struct ReceiverCommit: Codable {
-        /// The receiving vault's root key (it has no slot in the container yet).
-        let vaultRootKey: String
-        /// The generation the receiver committed and sent in DONE.
-        let generation: UInt64
-    }
-
-    let description: String
-    let source: String
-    let container: Container
-    let authentication: Authentication
-    let sender: End
-    let receiver: End
-    let derived: Derived
-    let messages: [Message]
-    let receiverCommit: ReceiverCommit
-}
 
 /// Vectors/formats/transfer: a whole sender → receiver exchange with fixed keys. Normal
 /// runs check that the code still produces every byte, and that the real
@@ -97,108 +21,6 @@ struct TransferVector: Codable {
     static let modes = ["recipient", "psk"]
 
     static func sequence(from start: Int) -> [UInt8] { (0..<32).map { UInt8(truncatingIfNeeded: start + $0) } }
-
-    // MARK: Fixed inputs
-
-    struct Inputs {
-        let mode: String
-        let sourceRoot: SecretBytes
-        let receiverRoot: SecretBytes
-        let recipient: X25519.PrivateKey?
-        let senderKey: X25519.PrivateKey?
-        let psk: SecretBytes?
-        let sender: FixedHandshake
-        let receiver: FixedHandshake
-
-        var senderAuthentication: TransferAuthentication {
-            if let recipient { .toRecipient(recipient.publicKey, sender: senderKey!) } else { .presharedKey(psk!) }
-        }
-        var receiverAuthentication: TransferAuthentication {
-            if let recipient { .asRecipient(recipient, accepting: .only([senderKey!.publicKey])) } else { .presharedKey(psk!) }
-        }
-
-        /// The values the vector files were written with.
-        static func fixed(_ mode: String, sourceRoot: [UInt8]) throws -> Inputs {
-            Inputs(
-                mode: mode, sourceRoot: SecretBytes(copying: sourceRoot), receiverRoot: SecretBytes(copying: sequence(from: 0x50)),
-                recipient: mode == "recipient" ? try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: sequence(from: 0x00))) : nil,
-                senderKey: mode == "recipient" ? try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: sequence(from: 0x20))) : nil,
-                psk: mode == "psk" ? SecretBytes(copying: sequence(from: 0x70)) : nil,
-                sender: FixedHandshake(ephemeral: try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: sequence(from: 0x90))),
-                                       random: sequence(from: 0xb0)),
-                receiver: FixedHandshake(ephemeral: try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: sequence(from: 0xd0))),
-                                         random: sequence(from: 0xf0)))
-        }
-
-        /// The values a vector file states.
-        init(_ v: TransferVector) throws {
-            func hex(_ text: String?) throws -> [UInt8] { try #require(text.flatMap { bytes(fromHex: $0) }) }
-            mode = v.authentication.mode
-            sourceRoot = SecretBytes(copying: try hex(v.container.rootKey))
-            receiverRoot = SecretBytes(copying: try hex(v.receiverCommit.vaultRootKey))
-            recipient = v.authentication.mode == "recipient"
-                ? try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: try hex(v.authentication.recipientPrivate))) : nil
-            senderKey = v.authentication.mode == "recipient"
-                ? try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: try hex(v.authentication.senderPrivate))) : nil
-            psk = v.authentication.mode == "psk" ? SecretBytes(copying: try hex(v.authentication.psk)) : nil
-            sender = FixedHandshake(ephemeral: try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: try hex(v.sender.ephemeralPrivate))),
-                                    random: try hex(v.sender.random))
-            receiver = FixedHandshake(ephemeral: try X25519.PrivateKey(rawRepresentation: SecretBytes(copying: try hex(v.receiver.ephemeralPrivate))),
-                                      random: try hex(v.receiver.random))
-        }
-
-        private init(mode: String, sourceRoot: SecretBytes, receiverRoot: SecretBytes, recipient: X25519.PrivateKey?,
-                     senderKey: X25519.PrivateKey?, psk: SecretBytes?, sender: FixedHandshake, receiver: FixedHandshake) {
-            self.senderKey = senderKey
-            self.mode = mode
-            self.sourceRoot = sourceRoot
-            self.receiverRoot = receiverRoot
-            self.recipient = recipient
-            self.psk = psk
-            self.sender = sender
-            self.receiver = receiver
-        }
-    }
-
-    /// A source vault holding the container's root key, a copy of the container, and a
-    /// receiving vault, in a temporary directory.
-    struct Fixture {
-        let dir = TemporaryDirectory("transfer-vector")
-        let sourceVault: KeyVault
-        let receiverVault: KeyVault
-        let sourcePath: String
-        let source: TransferSource
-        var destination: String { dir.file("out/received.state") }
-
-        init(_ inputs: Inputs, containerFile: String = "containers/basic.state") throws {
-            sourceVault = try KeyVault.createFileVault(at: dir.file("source-vault"), importing: inputs.sourceRoot)
-            receiverVault = try KeyVault.createFileVault(at: dir.file("receiver-vault"), importing: inputs.receiverRoot)
-            sourcePath = dir.file("source.state")
-            try FileSystem.writeAtomically(Array(try Data(contentsOf: formats.appendingPathComponent(containerFile))), to: sourcePath)
-            try FileManager.default.createDirectory(atPath: dir.file("out"), withIntermediateDirectories: false)
-            source = try TransferSource(containerAt: sourcePath, vault: sourceVault)
-        }
-    }
-
-    static func load(_ mode: String) throws -> TransferVector {
-        try JSONDecoder().decode(TransferVector.self, from: Data(contentsOf: formats.appendingPathComponent("transfer/transcript-\(mode).json")))
-    }
-
-    static func containerManifest() throws -> [String: Any] {
-        try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: formats.appendingPathComponent("containers/containers.json"))) as? [String: Any])
-    }
-
-    static func typeName(_ type: FrameType) -> String {
-        switch type {
-        case .manifest: "MANIFEST"
-        case .key: "KEY"
-        case .data: "DATA"
-        case .final: "FINAL"
-        case .ack: "ACK"
-        case .done: "DONE"
-        case .error: "ERROR"
-        }
-    }
 
     // MARK: Writing
 
@@ -486,38 +308,5 @@ struct TransferVector: Codable {
         print("bit flips: transfer transcript: \(everyByte ? "every byte" : "every byte outside the DATA ciphertext, every 61st inside it") of both vectors' sender streams; refused as \(refusals.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
         #expect(accepted == 0)
         #expect(committed == 0, "the receiver committed after a changed byte")
-    }
-}
-
-/// The sender's side of the sweep: changes one byte (xor 1) of the outgoing stream, and
-/// closes the outgoing direction after `closeAfter` bytes.
-final class FlippingChannel: ByteChannel, @unchecked Sendable {
-    let inner: MemoryChannel
-    let flip: Int?
-    let closeAfter: Int?
-    private var passed = 0
-
-    init(_ inner: MemoryChannel, flip: Int?, closeAfter: Int?) {
-        self.inner = inner
-        self.flip = flip
-        self.closeAfter = closeAfter
-    }
-
-    func send(_ bytes: [UInt8]) throws {
-        var bytes = bytes
-        if let flip, flip >= passed, flip < passed + bytes.count { bytes[flip - passed] ^= 0x01 }
-        passed += bytes.count
-        try inner.send(bytes)
-        if let closeAfter, passed >= closeAfter { inner.outgoing.close() }
-    }
-
-    /// A changed length can leave the receiver waiting for bytes the sender will only
-    /// send after a reply (a stretched MANIFEST): when both ends wait on empty pipes, the
-    /// sender's direction is closed, as a peer that gives up would.
-    func receive(maximum: Int) throws -> [UInt8] {
-        while true {
-            if let bytes = inner.incoming.read(maximum: maximum, waitingAtMost: .milliseconds(2)) { return bytes }
-            if inner.outgoing.readerIsWaitingOnEmpty && inner.incoming.readerIsWaitingOnEmpty { inner.outgoing.close() }
-        }
     }
 }

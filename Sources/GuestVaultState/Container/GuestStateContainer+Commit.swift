@@ -107,7 +107,7 @@ extension GuestStateContainer {
         pending = [:]
         pendingOrder = []
         // The commit is durable; the counter follows it to disk in the background.
-        if let vault { try vault.counters.record(vm: vm, generation: scan.manifest.generation, durability: .deferred) }
+        if let vault { try vault.counters.record(vm: vm, container: containerID, generation: scan.manifest.generation, durability: .deferred) }
         try compactIfWorthIt()
         return scan.manifest.generation
     }

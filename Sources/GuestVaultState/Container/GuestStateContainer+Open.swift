@@ -126,7 +126,7 @@ extension GuestStateContainer {
         self.keys = keys
         self.vault = vault
         unlockedSlot = 0
-        try vault.counters.record(vm: vm, generation: 1)
+        try vault.counters.record(vm: vm, container: containerID, generation: 1)
     }
 
     // MARK: Keys
@@ -145,14 +145,14 @@ extension GuestStateContainer {
                                  reason: "the metadata of generation \(scan.manifest.generation) does not authenticate: the file was changed")
         }
         if let vault = credentials.vault {
-            switch try vault.counters.check(vm: scan.superblock.vm, generation: scan.manifest.generation) {
+            switch try vault.counters.check(vm: scan.superblock.vm, container: scan.superblock.containerID, generation: scan.manifest.generation) {
             case .rollback(let latest) where !allowRollback:
                 throw ContainerError(.rollback, subject: path,
                                      reason: "generation \(scan.manifest.generation) is older than generation \(latest), which vault \(vault.path) has seen for VM \(scan.superblock.vm.uuidString.lowercased()): an older copy was put back")
             case .rollback:
                 break
             case .unknown, .current:
-                try vault.counters.record(vm: scan.superblock.vm, generation: scan.manifest.generation)
+                try vault.counters.record(vm: scan.superblock.vm, container: scan.superblock.containerID, generation: scan.manifest.generation)
             }
             self.vault = vault
         }
@@ -171,10 +171,10 @@ extension GuestStateContainer {
             throw ContainerError(.authenticationFailed, subject: path, reason: "the key does not authenticate this container's metadata")
         }
         if let vault {
-            if case .rollback(let latest) = try vault.counters.check(vm: vm, generation: generation), !allowRollback {
+            if case .rollback(let latest) = try vault.counters.check(vm: vm, container: containerID, generation: generation), !allowRollback {
                 throw ContainerError(.rollback, subject: path, reason: "generation \(generation) is older than generation \(latest), which vault \(vault.path) has seen for this VM")
             }
-            try vault.counters.record(vm: vm, generation: generation)
+            try vault.counters.record(vm: vm, container: containerID, generation: generation)
             self.vault = vault
         }
         self.keys = keys

@@ -64,7 +64,7 @@ extension GuestStateContainer {
         scan = try LogScan.scan(storage)
         appendPoint = scan.logEnd
         self.keys = keys
-        if let vault { try vault.counters.record(vm: vm, generation: generation) }
+        if let vault { try vault.counters.record(vm: vm, container: containerID, generation: generation) }
     }
 
     /// Copies an entry's record as it is (a piece at a time); returns where the copy ends.

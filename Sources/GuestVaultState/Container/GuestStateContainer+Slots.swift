@@ -79,7 +79,7 @@ extension GuestStateContainer {
                                       entries: scan.manifest.entries, keys: keys, superblockBytes: scan.superblockBytes)
         try durablyAppend(commit.bytes, at: appendPoint, syncFirst: false)
         try applyCommit(commit, at: commitOffset)
-        if let vault { try vault.counters.record(vm: vm, generation: generation) }
+        if let vault { try vault.counters.record(vm: vm, container: containerID, generation: generation) }
         return generation
     }
 }

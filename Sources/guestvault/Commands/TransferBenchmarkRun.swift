@@ -83,7 +83,8 @@ struct TransferBenchmarkRun {
         receiver.standardError = FileHandle.nullDevice
         try receiver.run()
         defer { if receiver.isRunning { kill(receiver.processIdentifier, SIGKILL) }; Self.waitForExit(receiver) }
-        // Wait until it listens (a probe connection would be taken as the transfer).
+        // Wait until it listens (read from /proc/net/tcp: a probe connection would only
+        // cost the receiver a handshake that fails).
         var waited = 0
         while !Self.listening(port) && waited < 1000 {
             usleep(5_000)

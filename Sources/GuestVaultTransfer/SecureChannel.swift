@@ -1,105 +1,32 @@
-public import GuestVaultCrypto
+import GuestVaultCore
+package import GuestVaultCrypto
 import GuestVaultSystem
 
-/// How the two ends authenticate (docs/TRANSFER.md §2).
-public enum TransferAuthentication: Sendable {
-    /// Sender side: the destination vault's X25519 recipient public key
-    /// (`guestvault vault recipient` there), and this vault's own recipient key, which
-    /// the receiver checks against the senders it accepts. Only the destination vault
-    /// can read the transfer; only a holder of `sender` can send it.
-    case toRecipient(X25519.PublicKey, sender: X25519.PrivateKey)
-    /// Receiver side: this vault's recipient private key, and whose transfers to accept.
-    case asRecipient(X25519.PrivateKey, accepting: AcceptedSenders)
-    /// Both sides: a migration key both vaults hold (at least 32 bytes). Authenticates
-    /// both ends to each other.
-    case presharedKey(SecretBytes)
-}
+// The secure channel (docs/TRANSFER.md §2-3): the handshake that derives the session
+// keys from the two hellos, and the sealed, numbered frames with their transcripts.
 
-/// The senders a receiver in recipient mode accepts.
-public enum AcceptedSenders: Sendable {
-    /// Only these vaults' recipient public keys.
-    case only([X25519.PublicKey])
-    /// Any sender that proves a recipient key. It still proves one (the report names
-    /// it), but anyone who can reach the listener can place a container and raise this
-    /// vault's rollback counter for the VM it names (docs/TRANSFER.md §6).
-    case anyone
-}
+/// One end's handshake values: its ephemeral X25519 key and its 32-byte hello random.
+package struct FixedHandshake: Sendable {
+    package let ephemeral: X25519.PrivateKey
+    package let random: [UInt8]
 
-/// The cleartext hello each side sends first (140 bytes).
-struct Hello: Equatable {
-    static let magic = Array("GVTX".utf8)
-    static let version: UInt16 = 1
-    static let count = 140
-
-    enum Role: UInt8 { case sender = 1, receiver = 2 }
-    enum Mode: UInt8 { case recipient = 1, presharedKey = 2 }
-
-    var role: Role
-    var mode: Mode
-    var ephemeral: [UInt8]
-    var random: [UInt8]
-    var keyID: [UInt8]
-    /// The sender's static (vault recipient) public key in recipient mode; zeros in the
-    /// receiver's hello and in PSK mode.
-    var senderKey: [UInt8]
-
-    var bytes: [UInt8] {
-        Self.magic + [UInt8(Self.version >> 8), UInt8(Self.version & 0xff), role.rawValue, mode.rawValue] + ephemeral + random + keyID
-            + senderKey + [0, 0, 0, 0]
-    }
-
-    static func parse(_ b: [UInt8]) throws -> Hello {
-        guard b.count == count, Array(b[0..<4]) == magic else {
-            throw TransferError(.protocolMismatch, "the peer is not a GuestVault transfer endpoint (bad hello)")
-        }
-        let version = UInt16(b[4]) << 8 | UInt16(b[5])
-        guard version == Self.version else {
-            throw TransferError(.protocolMismatch, "the peer speaks transfer version \(version); this build speaks \(Self.version)")
-        }
-        guard let role = Role(rawValue: b[6]), let mode = Mode(rawValue: b[7]) else {
-            throw TransferError(.protocolMismatch, "the hello has an unknown role or mode")
-        }
-        guard b[136..<140].allSatisfy({ $0 == 0 }) else {
-            throw TransferError(.protocolMismatch, "the peer asks for capabilities this build does not have")
-        }
-        let senderKey = Array(b[104..<136])
-        let carriesSenderKey = role == .sender && mode == .recipient
-        guard carriesSenderKey != senderKey.allSatisfy({ $0 == 0 }) else {
-            throw TransferError(.protocolMismatch, carriesSenderKey
-                ? "the sender's hello names no sender key" : "the hello has a sender key where it must be zero")
-        }
-        return Hello(role: role, mode: mode, ephemeral: Array(b[8..<40]), random: Array(b[40..<72]), keyID: Array(b[72..<104]),
-                     senderKey: senderKey)
-    }
-
-    static let pskLabel = Array("GuestVault v1 psk id".utf8)
-
-    static func keyID(for authentication: TransferAuthentication) throws -> [UInt8] {
-        switch authentication {
-        case .toRecipient(let key, _): try SHA256.hash(key.rawRepresentation)
-        case .asRecipient(let key, _): try SHA256.hash(key.publicKey.rawRepresentation)
-        case .presharedKey(let psk):
-            try {
-                var hash = try SHA256()
-                try hash.update(pskLabel)
-                try hash.update(psk)
-                return try hash.finalize()
-            }()
-        }
+    package init(ephemeral: X25519.PrivateKey, random: [UInt8]) {
+        self.ephemeral = ephemeral
+        self.random = random
     }
 }
 
 /// The session keys: one per direction.
-struct SessionKeys {
-    let senderToReceiver: SecretBytes
-    let receiverToSender: SecretBytes
-    let handshakeHash: [UInt8]
+package struct SessionKeys {
+    package let senderToReceiver: SecretBytes
+    package let receiverToSender: SecretBytes
+    package let handshakeHash: [UInt8]
 
     static let info = Array("GuestVault v1 transfer".utf8)
 
     /// HKDF-SHA256(IKM = first secret || X25519(ephemerals), salt = SHA-256(sender hello
     /// || receiver hello), info = "GuestVault v1 transfer", 64 bytes).
-    static func derive(first: SecretBytes, ephemeralShared: SecretBytes, senderHello: [UInt8], receiverHello: [UInt8]) throws -> SessionKeys {
+    package static func derive(first: SecretBytes, ephemeralShared: SecretBytes, senderHello: [UInt8], receiverHello: [UInt8]) throws -> SessionKeys {
         let hash = try SHA256.hash(senderHello + receiverHello)
         let ikm = SecretBytes(concatenating: [first, ephemeralShared])
         let okm = try HKDF.deriveKey(inputKeyMaterial: ikm, salt: hash, info: info, outputByteCount: 64)
@@ -218,9 +145,10 @@ final class SecureChannel {
     static func connectionError(_ error: any Error, during: String) -> TransferError {
         if let error = error as? TransferError { return error }
         if let error = error as? SystemError, error.isTimeout {
-            return TransferError(.timeout, "nothing moved on the connection for longer than its timeout during \(during): the peer stalled or the connection is gone")
+            return TransferError(.timeout, "nothing moved on the connection for longer than its timeout during \(during): the peer stalled or the connection is gone",
+                                 underlying: error)
         }
-        return TransferError(.truncated, "the connection failed during \(during): \(error)")
+        return TransferError(.truncated, "the connection failed during \(during)", underlying: error)
     }
 
     private static func send(_ bytes: [UInt8], over channel: ByteChannel, during: String) throws {
@@ -228,7 +156,7 @@ final class SecureChannel {
     }
 
     static func nonce(_ sequence: UInt64) -> [UInt8] {
-        [0, 0, 0, 0] + (0..<8).map { UInt8(truncatingIfNeeded: sequence >> (56 - 8 * UInt64($0))) }
+        [0, 0, 0, 0] + sequence.bigEndianBytes
     }
 
     /// The received transcript as it was before the FINAL frame (captured only then).
@@ -237,6 +165,14 @@ final class SecureChannel {
     /// Sees every frame's plaintext as it is sent or received (for recording vectors;
     /// nil in normal use, so the data path copies nothing for it).
     var observer: ((TransferFrameEvent) -> Void)?
+
+    /// The sequence number after `sequence`; the last one ends the session (2^64 frames
+    /// are never sent, but no count may wrap).
+    private static func nextSequence(_ sequence: UInt64) throws -> UInt64 {
+        do { return try Checked.next(sequence, "the frame sequence number") } catch {
+            throw TransferError(.sequence, "the session has used every frame sequence number", underlying: error)
+        }
+    }
 
     /// The hash of every frame sent so far (what the final frame carries).
     func sentTranscriptHash() throws -> [UInt8] { try sentTranscript.current() }
@@ -268,6 +204,9 @@ final class SecureChannel {
     /// the payload, then 16 bytes of room for the tag (it may be longer; the rest is not
     /// sent). No copy of the payload is made.
     func send(_ type: FrameType, frame: inout [UInt8], payloadCount: Int) throws {
+        guard payloadCount >= 0, payloadCount <= Int(FrameHeader.maximumBody) - AESGCM.tagByteCount else {
+            throw TransferError(.tooLarge, "a \(type) payload of \(payloadCount) bytes does not fit in a frame")
+        }
         let header = FrameHeader(bodyLength: UInt32(payloadCount + AESGCM.tagByteCount), type: type, sequence: sendSequence)
         let headerBytes = header.bytes
         frame.replaceSubrange(0..<FrameHeader.count, with: headerBytes)
@@ -279,8 +218,8 @@ final class SecureChannel {
         try sentTranscript.update(headerBytes)
         try sentTranscript.update(frame, range: (end - AESGCM.tagByteCount)..<end)
         try Self.send(end == frame.count ? frame : Array(frame[0..<end]), over: channel, during: "frame \(sendSequence) (\(type))")
-        sendSequence += 1
-        payloadSent += UInt64(payloadCount)
+        sendSequence = try Self.nextSequence(sendSequence)
+        payloadSent = payloadSent &+ UInt64(payloadCount)
         if let observer, let plaintext {
             observer(TransferFrameEvent(sent: true, type: type, payload: plaintext, transcript: try sentTranscript.current()))
         }
@@ -304,7 +243,7 @@ final class SecureChannel {
                 throw Self.connectionError(error, during: "the wait for frame \(receiveSequence)")
             }
             guard count > 0 else {
-                throw TransferError(.truncated, "the connection ended after frame \(Int64(receiveSequence) - 1), before the transfer was complete")
+                throw TransferError(.truncated, "the connection ended after \(receiveSequence) frames, before the transfer was complete")
             }
         }
     }
@@ -332,7 +271,7 @@ final class SecureChannel {
             }
             guard let bytes else { return nil }
             guard !bytes.isEmpty else {
-                throw TransferError(.truncated, "the peer closed the connection after its frame \(Int64(receiveSequence) - 1)")
+                throw TransferError(.truncated, "the peer closed the connection after \(receiveSequence) of its frames")
             }
             decoder.append(bytes)
         }
@@ -358,9 +297,10 @@ final class SecureChannel {
         do {
             try opener.open(rangeOf: &decoder.storage, start: payloadStart, count: payloadCount, nonce: Self.nonce(header.sequence), authenticating: headerBytes)
         } catch let error as CryptoError where error.code == .authenticationFailure {
-            throw TransferError(.authenticationFailed, "frame \(header.sequence) (\(header.type)) does not authenticate: changed in transit, from another session, or a wrong key")
+            throw TransferError(.authenticationFailed, "frame \(header.sequence) (\(header.type)) does not authenticate: changed in transit, from another session, or a wrong key",
+                                underlying: error)
         }
-        receiveSequence += 1
+        receiveSequence = try Self.nextSequence(receiveSequence)
         let frame = Received(type: header.type, sequence: header.sequence, payload: payloadStart..<(payloadStart + payloadCount))
         observer?(TransferFrameEvent(sent: false, type: header.type, payload: Array(payload(of: frame)), transcript: nil))
         return frame

@@ -1,3 +1,0 @@
-public import GuestVaultSystem
-
-extension StreamSocket: ByteChannel {}
