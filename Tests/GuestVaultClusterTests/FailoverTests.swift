@@ -128,4 +128,33 @@ struct FailoverTests {
         #expect(try !b.startServe(cluster.shared, wait: 30))
         #expect(b.log.contains("older"), "\(b.log)")
     }
+
+    @Test("cluster status lists every member and endpoint; a second init and a taken member name are refused; leave removes the member")
+    func membershipVerbs() throws {
+        let cluster = try makeCluster()
+        let (a, b) = (cluster.hosts[0], cluster.hosts[1])
+        let status = try guestvault(["cluster", "status", "--vault", a.vault, "--json"])
+        #expect(status.status == 0, "\(status.stderr)")
+        let report = try #require(try JSONSerialization.jsonObject(with: status.stdout) as? [String: Any])
+        let members = try #require(report["members"] as? [[String: Any]])
+        #expect(members.compactMap { $0["name"] as? String } == ["host-a", "host-b", "host-c"])
+        let endpoints = try #require(report["endpoints"] as? [[String: Any]])
+        #expect(endpoints.count == 3 && endpoints.allSatisfy { $0["healthy"] as? Bool == true })
+
+        // Another vault cannot create the same cluster again, nor join under a taken name.
+        let other = ClusterHost(name: "host-d", directory: cluster.directory.path)
+        try expectSuccess(try guestvault(["vault", "init", "--vault", other.vault]), "vault init")
+        let endpointList = cluster.etcd.endpoints.joined(separator: ",")
+        let again = try guestvault(["cluster", "init", "--vault", other.vault, "--cluster", "test", "--member", "host-d", "--endpoints", endpointList])
+        #expect(again.status != 0 && again.stderr.contains("exists already"), "\(again.stderr)")
+        let taken = try guestvault(["cluster", "join", "--vault", other.vault, "--cluster", "test", "--member", "host-a", "--endpoints", endpointList])
+        #expect(taken.status != 0 && taken.stderr.contains("another vault"), "\(taken.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "\(other.vault)/cluster.json"))
+
+        #expect(try guestvault(["cluster", "leave", "--vault", b.vault]).status == 0)
+        let after = try guestvault(["cluster", "status", "--vault", a.vault])
+        #expect(after.status == 0 && !String(decoding: after.stdout, as: UTF8.self).contains("host-b"))
+        #expect(!FileManager.default.fileExists(atPath: "\(b.vault)/cluster.json"))
+        #expect(try guestvault(["cluster", "status", "--vault", b.vault]).status != 0)
+    }
 }
