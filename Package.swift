@@ -50,6 +50,8 @@ let package = Package(
             pkgConfig: "p11-kit-1",
             providers: [.apt(["libp11-kit-dev"])]
         ),
+        // prctl(2) (process hardening), which Glibc's module does not export.
+        .systemLibrary(name: "CLinuxProcess"),
         .systemLibrary(
             name: "CLibTPMS",
             pkgConfig: "libtpms",
@@ -72,14 +74,14 @@ let package = Package(
         // MARK: System calls (durable files, locks, permissions): one audited layer.
         .target(
             name: "GuestVaultSystem",
-            dependencies: ["GuestVaultCore", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["GuestVaultCore", "CLinuxProcess", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict
         ),
 
         // MARK: Key vaults (file, PKCS#11), the per-VM key hierarchy, protectors, rollback.
         .target(
             name: "GuestVaultKeys",
-            dependencies: ["GuestVaultCrypto", "GuestVaultSystem", "CPKCS11"],
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem", "CPKCS11"],
             swiftSettings: strict
         ),
 
@@ -151,6 +153,7 @@ let package = Package(
         .executableTarget(
             name: "GuestVaultCLI",
             dependencies: [
+                "GuestVaultCore",
                 "GuestVaultCrypto",
                 "GuestVaultKeys",
                 "GuestVaultState",
@@ -211,12 +214,12 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultCryptoTests",
-            dependencies: ["GuestVaultCrypto", "GuestVaultVectors"],
+            dependencies: ["GuestVaultCrypto", "GuestVaultCore", "GuestVaultVectors"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "GuestVaultKeysTests",
-            dependencies: ["GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors", "GuestVaultTestSupport"],
+            dependencies: ["GuestVaultCore", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultSystem", "GuestVaultVectors", "GuestVaultTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -249,7 +252,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultCLITests",
-            dependencies: ["GuestVaultCLI", "GuestVaultTestSupport"],
+            dependencies: ["GuestVaultCLI", "GuestVaultCore", "GuestVaultState", "GuestVaultTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

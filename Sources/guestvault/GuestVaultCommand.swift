@@ -1,5 +1,9 @@
 import ArgumentParser
+import Foundation
+import GuestVaultCore
 import GuestVaultCrypto
+import GuestVaultSystem
+import Logging
 
 @main
 struct GuestVaultCommand: AsyncParsableCommand {
@@ -14,8 +18,93 @@ struct GuestVaultCommand: AsyncParsableCommand {
             Start with `guestvault demo` to see the whole flow on a temporary vault.
             A file vault is named with --vault DIR, or with the GUESTVAULT_VAULT
             environment variable.
+
+            Logging: `guestvault --log-level LEVEL VERB ...` or GUESTVAULT_LOG_LEVEL
+            (trace, debug, info, notice, warning, error, critical; default warning), one
+            line per record on standard error.
+
+            The process is made non-dumpable (no core file, no ptrace) because it holds
+            keys; GUESTVAULT_DUMPABLE=1 leaves it dumpable, for debugging only.
+
+            On failure every verb prints one line, `guestvault: <what failed>`, on
+            standard error and exits with a code that says what kind of failure it was:
+            \(exitCodeTable)
             """,
         version: GuestVaultVersion.string,
         subcommands: [VaultCommand.self, Create.self, Inspect.self, List.self, Put.self, Get.self, Rekey.self, ImportSwtpm.self, ExportSwtpm.self, Serve.self, Send.self, Receive.self, BenchmarkCommand.self, Demo.self, UEFICommand.self, ClusterCommand.self]
     )
+
+    /// The exit codes by category, as listed in README.md.
+    static var exitCodeTable: String {
+        (["    0  success"] + ErrorCategory.allCases.map { category in
+            let code = String(category.exitCode)
+            return "    \(String(repeating: " ", count: 2 - code.count))\(code)  \(category.rawValue)"
+        }).joined(separator: "\n")
+    }
+
+    /// Parses the command line and runs the verb; every failure, from parsing or from
+    /// the verb, goes through ``Failure`` (one line on standard error, exit code by
+    /// category).
+    static func main() async {
+        let hardened = ProcessHardening.apply()
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        var levelOption: String?
+        if arguments.first == "--log-level", arguments.count >= 2 {
+            levelOption = arguments[1]
+            arguments.removeFirst(2)
+        } else if let first = arguments.first, first.hasPrefix("--log-level=") {
+            levelOption = String(first.dropFirst("--log-level=".count))
+            arguments.removeFirst()
+        }
+        let level: Logger.Level
+        do {
+            level = try CLILogging.level(option: levelOption)
+        } catch {
+            Failure.exit(error)
+        }
+        var command: any ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            if exitCode(for: error) == .success {
+                let text = fullMessage(for: error)
+                if !text.isEmpty { print(text) }
+                Foundation.exit(0)
+            }
+            Failure.exitUsage(error)
+        }
+        // swift-log takes one bootstrap per process. `serve` chooses its own handler for
+        // now (its --log-level and --log-file); every other verb logs to stderr.
+        if !(command is Serve) {
+            CLILogging.bootstrap(level: level)
+            Logger(label: "guestvault").debug("started", metadata: [
+                "verb": "\(type(of: command).configuration.commandName ?? String(describing: type(of: command)))",
+                "nonDumpable": "\(hardened)",
+            ])
+        }
+        do {
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as any GuestVaultError {
+            Failure.exit(error)
+        } catch let code as ExitCode {
+            // A verb that chose its exit status has already said what it wanted to.
+            Foundation.exit(code.rawValue == 0 ? 0 : min(max(code.rawValue, 1), 127))
+        } catch {
+            // ArgumentParser's own outcomes (help, version, a usage error found while
+            // running) keep its meaning; anything else is a failure.
+            if exitCode(for: error) == .success {
+                let text = fullMessage(for: error)
+                if !text.isEmpty { print(text) }
+                return
+            }
+            if error is ValidationError || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+                Failure.exitUsage(error)
+            }
+            Failure.exit(error)
+        }
+    }
 }

@@ -64,12 +64,12 @@ final class ClusterHost: @unchecked Sendable {
     /// Starts `serve` for the shared container; returns when its control port accepts
     /// (false when the process ended first, or after `attempts` × 50 ms).
     @discardableResult
-    func startServe(_ shared: String, wait: Int, attempts: Int = 1200) throws -> Bool {
+    func startServe(_ shared: String, wait: Int?, attempts: Int = 1200) throws -> Bool {
         port = try Self.portPair()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
         process.arguments = ["serve", "--vault", vault, shared, "--server", "tcp:127.0.0.1:\(port)", "--ctrl", "tcp:127.0.0.1:\(port + 1)",
-                             "--flags", "not-need-init,startup-clear", "--cluster-wait", "\(wait)", "--verbose"]
+                             "--flags", "not-need-init,startup-clear", "--verbose"] + (wait.map { ["--cluster-wait", "\($0)"] } ?? [])
         _ = FileManager.default.createFile(atPath: stderrFile, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: stderrFile)
         process.standardOutput = FileHandle.nullDevice

@@ -61,7 +61,7 @@ struct ClusterMeasurements {
         let plainState = directory.file("plain.state"), sharedState = directory.file("shared.state")
         #expect(try guestvault(["create", "--vault", plainHost.vault, "--vm", vm, "--tpm", plainState]).status == 0)
         #expect(try guestvault(["create", "--vault", clusterHost.vault, "--vm", vm, "--tpm", sharedState]).status == 0)
-        #expect(try plainHost.startServe(plainState, wait: 0), "\(plainHost.log)")
+        #expect(try plainHost.startServe(plainState, wait: nil), "\(plainHost.log)")
         #expect(try clusterHost.startServe(sharedState, wait: 0), "\(clusterHost.log)")
         defer { plainHost.killServe(); clusterHost.killServe() }
 

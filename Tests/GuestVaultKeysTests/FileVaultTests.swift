@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultSystem
@@ -134,7 +135,7 @@ import Testing
     @Test func missingVaultIsNamed() throws {
         let dir = TemporaryDirectory()
         let error = try #require(throws: VaultError.self) { try KeyVault.open(at: dir.file("nope")) }
-        #expect(error.code == .notFound && error.description.contains("vault init"))
+        #expect(error.code == .vaultNotFound && error.description.contains("vault init"))
     }
 
     @Test func rootKeyFromAnotherVaultIsRefused() throws {

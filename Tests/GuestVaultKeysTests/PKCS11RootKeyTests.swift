@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultSystem
@@ -141,11 +142,12 @@ struct PKCS11RootKeyTests {
         let error = try #require(throws: VaultError.self) { try token.open(createIfMissing: true, pinFile: wrongFile) }
         #expect(error.code == .wrongPIN)
         #expect(error.subject == token.location)
-        #expect(error.reason.contains("C_Login returned CKR_PIN_INCORRECT (0xa0)"))
+        // The PKCS#11 failure is kept underneath, and shows in the one-line message.
+        #expect(ErrorChain.message(of: error).contains("C_Login returned CKR_PIN_INCORRECT (0xa0)"))
         #expect(error.reason.contains(wrongFile))
         #expect(!error.description.contains(wrongPIN) && !error.description.contains(SoftHSM.userPIN))
         // Nothing was created on the token.
-        #expect((try #require(throws: VaultError.self) { try token.open(createIfMissing: false) }).code == .notFound)
+        #expect((try #require(throws: VaultError.self) { try token.open(createIfMissing: false) }).code == .vaultNotFound)
 
         // Still refused while this process is logged in to the token with the right PIN
         // (Cryptoki then answers CKR_USER_ALREADY_LOGGED_IN without checking the PIN).
@@ -188,7 +190,7 @@ struct PKCS11RootKeyTests {
     @Test func openingWithoutCreatingNeedsTheKey() throws {
         let token = try SoftHSM.token()
         let error = try #require(throws: VaultError.self) { try token.open(keyLabel: "absent", createIfMissing: false) }
-        #expect(error.code == .notFound)
+        #expect(error.code == .vaultNotFound)
         #expect(error.subject == token.location && error.reason.contains("\"absent\""))
     }
 
@@ -247,8 +249,13 @@ struct PKCS11RootKeyTests {
 
     @Test func anUnusableModuleIsReported() throws {
         let pin = try pinFile("5678\n")
-        let notALibrary = directory.file("not-a-module.so")
-        try FileSystem.writeAtomically(Array("not an ELF file".utf8), to: notALibrary)
+        // Root-owned, in root-owned directories that only root can write: passes the
+        // module checks, then fails to load.
+        let trusted = "/var/lib/guestvault-test-not-a-module-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: trusted, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(atPath: trusted) }
+        let notALibrary = "\(trusted)/not-a-module.so"
+        try FileSystem.writeAtomically(Array("not an ELF file".utf8), to: notALibrary, mode: 0o644)
         let cases: [(module: String, says: String)] = [
             ("/nonexistent/libnothing-pkcs11.so", "No such file"),
             ("libsofthsm2.so", "absolute"),
@@ -258,7 +265,7 @@ struct PKCS11RootKeyTests {
             let error = try #require(throws: VaultError.self) { try open(module: module, pinFile: pin) }
             #expect(error.code == .moduleUnavailable, "\(module)")
             #expect(error.subject == "token any (module \(module))")
-            #expect(error.reason.contains(says), "\(module): \(error.reason)")
+            #expect(ErrorChain.message(of: error).contains(says), "\(module): \(ErrorChain.message(of: error))")
         }
     }
 
@@ -292,6 +299,6 @@ struct PKCS11RootKeyTests {
 
         let missing = directory.file("missing.pin")
         let absent = try #require(throws: VaultError.self) { try open(module: "/nonexistent/module.so", pinFile: missing) }
-        #expect(absent.code == .io && absent.subject == missing && absent.reason.contains("no PIN file"))
+        #expect(absent.code == .vaultNotFound && absent.subject == missing && absent.reason.contains("no PIN file"))
     }
 }

@@ -22,6 +22,8 @@ struct LiveMigrationTests {
         var state: String { dir.file("\(name).state") }
         var swtpmDir: String { dir.file("\(name)-swtpm") }
         var process: Process?
+        /// Options for the server QEMU talks to (the migration key).
+        var serveArguments: [String] = []
 
         init(_ kind: Kind, _ name: String, dir: TemporaryDirectory) {
             self.kind = kind
@@ -35,10 +37,10 @@ struct LiveMigrationTests {
             switch kind {
             case .guestvault:
                 p.executableURL = URL(fileURLWithPath: GuestVaultBinary.path)
-                p.arguments = ["serve", "--vault", vault, state, "--ctrl", "unix:\(socket)"]
+                p.arguments = ["serve", "--vault", vault, state, "--ctrl", "unix:\(socket)"] + serveArguments
             case .swtpm:
                 p.executableURL = URL(fileURLWithPath: Run.which("swtpm")!)
-                p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--ctrl", "type=unixio,path=\(socket)"]
+                p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--ctrl", "type=unixio,path=\(socket)"] + serveArguments
             }
             p.standardOutput = FileHandle.nullDevice
             p.standardError = FileHandle.nullDevice
@@ -73,16 +75,29 @@ struct LiveMigrationTests {
                 try body(server.tcti)
                 _ = server.terminate()
             case .swtpm:
-                let port = UInt16.random(in: 20000...60000) & ~1
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: Run.which("swtpm")!)
-                p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
-                               "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1", "--flags", "not-need-init,startup-clear"]
-                p.standardError = FileHandle.nullDevice
-                try p.run()
-                defer { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
-                waitUntil { (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port + 1))) != nil }
-                try body(["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"])
+                // A random port may be taken by another test's server: then this swtpm
+                // exits at once (bind fails) and tpm2-tools would talk to the other
+                // server. Try again on another port until our own swtpm is the one
+                // listening (it is still running once its control port answers).
+                for attempt in 1...8 {
+                    let port = UInt16.random(in: 20000...60000) & ~1
+                    let p = Process()
+                    p.executableURL = URL(fileURLWithPath: Run.which("swtpm")!)
+                    p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",
+                                   "--ctrl", "type=tcp,port=\(port + 1),bindaddr=127.0.0.1", "--flags", "not-need-init,startup-clear"]
+                    p.standardError = FileHandle.nullDevice
+                    try p.run()
+                    defer { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+                    let answered = waitUntil(attempts: 3000) {
+                        !p.isRunning || (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port + 1))) != nil
+                    }
+                    guard answered, p.isRunning else {
+                        if attempt == 8 { throw POSIXError(.EADDRINUSE) }
+                        continue
+                    }
+                    try body(["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"])
+                    return
+                }
             }
         }
     }
@@ -152,6 +167,15 @@ struct LiveMigrationTests {
         let from = Host(source, "source", dir: dir), to = Host(destination, "destination", dir: dir)
         let vm = UUID().uuidString
         let nvData = Array("migrated with the VM".utf8)
+        // Between guestvault and swtpm both sides hold the same swtpm migration key (as
+        // libvirt passes one); between two guestvaults the blobs are sealed under the
+        // container's key with no option at all.
+        if source != destination || source == .swtpm {
+            let key = dir.file("migration.key")
+            try Data(String(repeating: "5a", count: 32).utf8).write(to: URL(fileURLWithPath: key))
+            from.serveArguments = ["--migration-key", "file=\(key),mode=aes-256-cbc"]
+            to.serveArguments = from.serveArguments
+        }
 
         // Source: a TPM with an NV index written before the VM starts.
         switch source {
@@ -164,8 +188,10 @@ struct LiveMigrationTests {
             #expect(setup.status == 0, "\(setup.stderr)")
         }
         try from.read { tcti in
-            _ = try Run.program(Run.which("tpm2_nvdefine")!, ["0x1500020", "-C", "o", "-s", "\(nvData.count)", "-a", "ownerread|ownerwrite"], environment: tcti)
-            _ = try Run.program(Run.which("tpm2_nvwrite")!, ["0x1500020", "-C", "o", "-i", "-"], environment: tcti, input: Data(nvData))
+            let define = try Run.program(Run.which("tpm2_nvdefine")!, ["0x1500020", "-C", "o", "-s", "\(nvData.count)", "-a", "ownerread|ownerwrite"], environment: tcti)
+            #expect(define.status == 0, "tpm2_nvdefine: \(define.stderr)")
+            let write = try Run.program(Run.which("tpm2_nvwrite")!, ["0x1500020", "-C", "o", "-i", "-"], environment: tcti, input: Data(nvData))
+            #expect(write.status == 0, "tpm2_nvwrite: \(write.stderr)")
         }
 
         // The source VM boots to "No bootable device", then migrates to a file.
@@ -182,6 +208,11 @@ struct LiveMigrationTests {
         }
         #expect(completed, "the source migration completed")
         sourceQEMU.kill()
+        // The migration stream holds the TPM's state only encrypted: not the NV value.
+        let streamBytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: stream)))
+        #expect(!streamBytes.isEmpty)
+        #expect(MigrationBlobTests.containsAnyRun(of: nvData, in: streamBytes, window: nvData.count) == false,
+                "the NV value is in the migration stream in plaintext")
 
         // The destination: its TPM (the container follows with send/receive between two
         // GuestVault hosts; a fresh TPM otherwise), then QEMU loads the stream.

@@ -85,7 +85,7 @@ import Testing
         // Once descriptors are free again, control clients are served.
         clients.removeAll()
         let later = try StreamSocket.connect(server.controlAddress)
-        #expect(try Self.control(.getCapability, on: later) == ControlResponse.capabilities(.swtpm071TPM2).encoded())
+        #expect(try Self.control(.getCapability, on: later) == ControlResponse.capabilities(.guestvaultServe).encoded())
         try Self.expectRandom(on: data)
         #expect(server.terminate() == 0)
     }
@@ -99,14 +99,14 @@ import Testing
         var clients: [StreamSocket] = []
         for _ in 0..<(limit + 6) { clients.append(try StreamSocket.connect(server.controlAddress)) }
         for client in clients.prefix(limit) {
-            #expect(try Self.control(.getCapability, on: client) == ControlResponse.capabilities(.swtpm071TPM2).encoded())
+            #expect(try Self.control(.getCapability, on: client) == ControlResponse.capabilities(.guestvaultServe).encoded())
         }
         // The others wait in the listen backlog: the server holds no descriptor for them.
         #expect(!waitUntil(attempts: 100) { Self.descriptorCount(server.pid) >= atRest + limit + 2 },
                 "serve holds \(Self.descriptorCount(server.pid) - atRest) connections, the bound is \(limit)")
         // When one goes, a waiting one is served.
         clients.removeFirst()
-        #expect(try Self.control(.getCapability, on: clients[limit - 1]) == ControlResponse.capabilities(.swtpm071TPM2).encoded())
+        #expect(try Self.control(.getCapability, on: clients[limit - 1]) == ControlResponse.capabilities(.guestvaultServe).encoded())
         #expect(server.terminate() == 0)
     }
 
@@ -121,7 +121,7 @@ import Testing
             let (mine, passed) = try DescriptorPassing.socketPair()
             try DescriptorPassing.send(ControlRequest.getCapability.encoded(), descriptor: passed.descriptor, on: client)
             try client.setTimeout(seconds: 30)
-            #expect(try client.receive() == ControlResponse.capabilities(.swtpm071TPM2).encoded())
+            #expect(try client.receive() == ControlResponse.capabilities(.guestvaultServe).encoded())
             _ = mine
         }
         #expect(waitUntil { Self.descriptorCount(server.pid) <= atRest + 1 },
@@ -204,7 +204,7 @@ import Testing
         print("serve limits: 30 half-sent 3.5 MB SET_STATEBLOB requests: RSS \(before >> 20) MiB at rest, peak \(peak >> 20) MiB")
         #expect(Self.log(log).contains("did not arrive whole"), "\(Self.log(log).suffix(600))")
         let fresh = try StreamSocket.connect(server.controlAddress)
-        #expect(try Self.control(.getCapability, on: fresh) == ControlResponse.capabilities(.swtpm071TPM2).encoded())
+        #expect(try Self.control(.getCapability, on: fresh) == ControlResponse.capabilities(.guestvaultServe).encoded())
         #expect(server.terminate() == 0)
     }
 }

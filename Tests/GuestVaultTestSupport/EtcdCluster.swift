@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 import Glibc
 
 /// A real etcd cluster on loopback for tests: `count` members of Debian's etcd 3.4, each

@@ -1,5 +1,5 @@
 import Benchmark
-import GuestVaultCrypto
+@_spi(Benchmarking) import GuestVaultCrypto
 
 /// Bytes per second, recorded by the benchmark body itself (package-benchmark's
 /// throughput metric counts iterations, not bytes).

@@ -12,39 +12,9 @@ enum Status {
         ErrorCategory.allCases.first { code($0) == status }
     }
 
-    /// The category that describes `error` best. Errors of the shared shape
-    /// (``GuestVaultError``) say it themselves; module errors that do not conform yet
-    /// are classified by their code's name, so a C caller sees the same category the
-    /// CLI's exit code gives once they do.
+    /// The category that describes `error` best: every GuestVault error carries its
+    /// code and category (``GuestVaultError``), kept across modules by ``ErrorChain``.
     static func category(of error: any Error) -> ErrorCategory {
-        let shared = ErrorChain.category(of: error)
-        if shared != .failure { return shared }
-        for item in ErrorChain.chain(error) {
-            if let name = codeName(of: item), let category = legacyCategories[name] { return category }
-        }
-        return .failure
+        ErrorChain.category(of: error)
     }
-
-    /// The `code.name` (or `code` description) of an error that has one.
-    private static func codeName(of error: any Error) -> String? {
-        guard let code = Mirror(reflecting: error).children.first(where: { $0.label == "code" })?.value else { return nil }
-        if let name = Mirror(reflecting: code).children.first(where: { $0.label == "name" })?.value as? String { return name }
-        return String(describing: code)
-    }
-
-    private static let legacyCategories: [String: ErrorCategory] = [
-        "notFound": .notFound, "noSuchEntry": .notFound, "tokenNotFound": .notFound,
-        "alreadyExists": .alreadyExists,
-        "insecurePermissions": .permission,
-        "locked": .locked,
-        "wrongPassphrase": .keys, "passphraseRequired": .keys, "wrongPIN": .keys, "noUsableSlot": .keys,
-        "notAContainer": .integrity, "truncated": .integrity, "malformed": .integrity,
-        "authenticationFailed": .integrity, "authenticationFailure": .integrity, "corrupt": .integrity,
-        "corruptSlot": .integrity,
-        "rollback": .rollback,
-        "limit": .limit, "slotLimit": .limit, "tooLarge": .limit,
-        "io": .io, "moduleUnavailable": .io,
-        "invalidName": .usage, "invalidArgument": .usage, "readOnly": .usage, "notUnlocked": .usage,
-        "unsupported": .unsupported,
-    ]
 }

@@ -1,47 +1,48 @@
+public import GuestVaultCore
+
+extension ErrorCode {
+    /// A key has the wrong number of bytes for the algorithm.
+    public static let invalidKeySize = ErrorCode("invalidKeySize", .usage)
+    /// A nonce or IV has the wrong number of bytes.
+    public static let invalidNonceSize = ErrorCode("invalidNonceSize", .usage)
+    /// An authentication tag has a size the operation does not accept.
+    public static let invalidTagSize = ErrorCode("invalidTagSize", .usage)
+    /// The tag did not verify: wrong key, wrong associated data, or changed bytes.
+    public static let authenticationFailure = ErrorCode("authenticationFailure", .integrity)
+    /// Input is shorter than the format requires (for example, shorter than a tag).
+    public static let truncatedInput = ErrorCode("truncatedInput", .integrity)
+    /// Input is empty where the operation needs at least one byte.
+    public static let emptyInput = ErrorCode("emptyInput", .usage)
+    /// Input is longer than the operation allows.
+    public static let inputTooLarge = ErrorCode("inputTooLarge", .limit)
+    /// A requested output length is out of range for the algorithm.
+    public static let invalidOutputLength = ErrorCode("invalidOutputLength", .usage)
+    /// An argument is out of the range the operation accepts.
+    public static let invalidInput = ErrorCode("invalidInput", .usage)
+    /// A public key is malformed or of the wrong size.
+    public static let invalidPublicKey = ErrorCode("invalidPublicKey", .integrity)
+    /// The operating system's or OpenSSL's random generator failed. Never retried
+    /// with a weaker source.
+    public static let randomFailure = ErrorCode("randomFailure", .failure)
+    /// An object is used in a state that does not allow the call (for example,
+    /// `update` after `finalize`).
+    public static let invalidState = ErrorCode("invalidState", .failure)
+    /// OpenSSL could not provide an algorithm (the provider is missing).
+    public static let algorithmUnavailable = ErrorCode("algorithmUnavailable", .unsupported)
+    /// OpenSSL reported an internal failure; see ``CryptoError/openSSLErrors``.
+    public static let libraryFailure = ErrorCode("libraryFailure", .failure)
+}
+
 /// The one error type of the crypto core.
 ///
 /// It names the operation that failed (`"AES-256-GCM open"`), a machine-readable
 /// ``Code``, a human reason, and the text of OpenSSL's error queue at the time of
 /// failure. It never carries key material: reasons are written by this module and only
 /// ever mention sizes and names.
-public struct CryptoError: Error, Sendable, Hashable, CustomStringConvertible {
-    /// What kind of failure this is. Extensible: new codes may be added.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        private init(_ name: String) { self.name = name }
-        public var description: String { name }
-
-        /// A key has the wrong number of bytes for the algorithm.
-        public static let invalidKeySize = Code("invalidKeySize")
-        /// A nonce or IV has the wrong number of bytes.
-        public static let invalidNonceSize = Code("invalidNonceSize")
-        /// An authentication tag has a size the operation does not accept.
-        public static let invalidTagSize = Code("invalidTagSize")
-        /// The tag did not verify: wrong key, wrong associated data, or changed bytes.
-        public static let authenticationFailure = Code("authenticationFailure")
-        /// Input is shorter than the format requires (for example, shorter than a tag).
-        public static let truncatedInput = Code("truncatedInput")
-        /// Input is empty where the operation needs at least one byte.
-        public static let emptyInput = Code("emptyInput")
-        /// Input is longer than the operation allows.
-        public static let inputTooLarge = Code("inputTooLarge")
-        /// A requested output length is out of range for the algorithm.
-        public static let invalidOutputLength = Code("invalidOutputLength")
-        /// An argument is out of the range the operation accepts.
-        public static let invalidInput = Code("invalidInput")
-        /// A public key is malformed or of the wrong size.
-        public static let invalidPublicKey = Code("invalidPublicKey")
-        /// The operating system's or OpenSSL's random generator failed. Never retried
-        /// with a weaker source.
-        public static let randomFailure = Code("randomFailure")
-        /// An object is used in a state that does not allow the call (for example,
-        /// `update` after `finalize`).
-        public static let invalidState = Code("invalidState")
-        /// OpenSSL could not provide an algorithm (the provider is missing).
-        public static let algorithmUnavailable = Code("algorithmUnavailable")
-        /// OpenSSL reported an internal failure; see ``CryptoError/openSSLErrors``.
-        public static let libraryFailure = Code("libraryFailure")
-    }
+public struct CryptoError: GuestVaultError, Hashable {
+    /// The codes are ``ErrorCode`` statics (`.authenticationFailure`, ...), each with
+    /// its category.
+    public typealias Code = ErrorCode
 
     public let code: Code
     /// The operation that failed, for example `"AES-256-GCM open"`.
@@ -52,6 +53,9 @@ public struct CryptoError: Error, Sendable, Hashable, CustomStringConvertible {
     public let openSSLErrors: [String]
     public let file: String
     public let line: Int
+    public var location: SourceLocation { SourceLocation(file: file, line: line) }
+    /// Crypto failures are where a chain ends: OpenSSL's queue is kept as text.
+    public var underlying: (any Error & Sendable)? { nil }
 
     public init(
         _ code: Code, operation: String, reason: String, openSSLErrors: [String] = [],
@@ -65,13 +69,16 @@ public struct CryptoError: Error, Sendable, Hashable, CustomStringConvertible {
         self.line = line
     }
 
-    public var description: String {
+    public var message: String {
         var text = "\(operation) failed: \(reason)"
         if !openSSLErrors.isEmpty {
             text += " (OpenSSL: " + openSSLErrors.joined(separator: "; ") + ")"
         }
         return text
     }
+
+    /// The one-line message (declared here so callers need not import GuestVaultCore).
+    public var description: String { message }
 
     public static func == (lhs: CryptoError, rhs: CryptoError) -> Bool {
         lhs.code == rhs.code && lhs.operation == rhs.operation && lhs.reason == rhs.reason

@@ -2,11 +2,11 @@ internal import CLibCrypto
 
 /// The bare EVP calls of one AES-256-GCM seal, with no checks and no allocation, so
 /// benchmarks can show what ``AESGCMContext`` adds on top. Not for product use.
-public final class RawEVPBaseline {
+@_spi(Benchmarking) public final class RawEVPBaseline {
     private let context: OpaquePointer
     private var tag = [UInt8](repeating: 0, count: 16)
 
-    public init(key: SecretBytes) throws {
+    @_spi(Benchmarking) public init(key: SecretBytes) throws {
         try AESGCM.checkKey(key, "EVP baseline")
         let cipher = try Algorithms.require(Algorithms.shared.aes256GCM, "AES-256-GCM", "EVP baseline")
         context = EVP_CIPHER_CTX_new()!
@@ -18,7 +18,7 @@ public final class RawEVPBaseline {
 
     /// EVP_EncryptInit_ex2 (nonce), EVP_EncryptUpdate (AAD), EVP_EncryptUpdate (data, in
     /// place), EVP_EncryptFinal_ex, EVP_CIPHER_CTX_ctrl (tag): nothing else.
-    public func sealInPlace(_ buffer: inout [UInt8], nonce: [UInt8], aad: [UInt8]) {
+    @_spi(Benchmarking) public func sealInPlace(_ buffer: inout [UInt8], nonce: [UInt8], aad: [UInt8]) {
         let ctx = context
         var produced: Int32 = 0
         nonce.withUnsafeBufferPointer { n in

@@ -2,18 +2,21 @@ internal import CLibCrypto
 
 /// Secret bytes: keys, shared secrets, passphrases.
 ///
-/// The bytes live in one heap allocation owned by this value. When the last copy is
-/// released the whole allocation is overwritten with `OPENSSL_cleanse` before it is
-/// freed. The bytes never print (`description` and `debugDescription` say only how
+/// The bytes live in secure memory owned by this value (``SecureMemory``: excluded from
+/// core dumps with MADV_DONTDUMP, locked against swap with mlock as far as the limit
+/// allows). When the last copy is released the whole block is overwritten with
+/// `OPENSSL_cleanse` before it is reused. The bytes never print (`description` and `debugDescription` say only how
 /// many there are) and `==` compares in constant time.
 public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     final class Storage: @unchecked Sendable {
         // Written only during initialisation, read-only afterwards.
         let bytes: UnsafeMutableRawBufferPointer
+        private let block: SecureMemory.Block
 
         init(count: Int) {
-            bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: max(count, 1), alignment: 16)
-            bytes.initializeMemory(as: UInt8.self, repeating: 0)
+            // Kept out of core dumps and (as the memlock limit allows) out of swap.
+            block = SecureMemory.allocate(count)
+            bytes = block.buffer
             self.count = count
         }
 
@@ -22,7 +25,7 @@ public struct SecretBytes: Sendable, Equatable, CustomStringConvertible, CustomD
 
         deinit {
             OPENSSL_cleanse(bytes.baseAddress, bytes.count)
-            bytes.deallocate()
+            SecureMemory.release(block)
         }
     }
 

@@ -1,3 +1,4 @@
+import GuestVaultCore
 internal import CLibCrypto
 
 // The host CA that issues TPM endorsement key certificates, as `swtpm_setup
@@ -261,7 +262,7 @@ private enum MinimalDER {
 
     /// A non-negative INTEGER in the fewest octets (a leading zero only for the sign).
     static func integer(_ value: UInt32) -> [UInt8] {
-        var bytes = [UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
+        var bytes = value.bigEndianBytes
         while bytes.count > 1, bytes[0] == 0 { bytes.removeFirst() }
         if bytes[0] & 0x80 != 0 { bytes.insert(0, at: 0) }
         return tlv(0x02, bytes)

@@ -1,4 +1,5 @@
 public import Foundation
+import GuestVaultCore
 
 /// The labels and contexts of every key the hierarchy derives. Changing one changes
 /// every key derived with it: these are part of the on-disk format (docs/KEYS.md).
@@ -15,7 +16,7 @@ public enum KeyLabels {
     /// The KEK context: the VM UUID's 16 bytes (RFC 4122 order) then the key epoch as a
     /// 32-bit big-endian integer.
     public static func kekContext(vm: UUID, epoch: UInt32) -> [UInt8] {
-        uuidBytes(vm) + [UInt8(epoch >> 24), UInt8(epoch >> 16 & 0xff), UInt8(epoch >> 8 & 0xff), UInt8(epoch & 0xff)]
+        uuidBytes(vm) + epoch.bigEndianBytes
     }
 
     /// A UUID's 16 bytes in RFC 4122 (network) order.

@@ -1,4 +1,5 @@
 internal import CPKCS11
+import GuestVaultCore
 import GuestVaultCrypto
 import Synchronization
 #if canImport(Glibc)
@@ -24,7 +25,7 @@ private let ckFalse = CK_BBOOL(CK_FALSE)
 
 /// A failed PKCS#11 step: which function and what it returned, or why the module could
 /// not be used. Never carries a PIN or key bytes.
-struct PKCS11Error: Error, Sendable, CustomStringConvertible {
+struct PKCS11Error: GuestVaultError {
     enum Kind: Sendable, Equatable {
         /// The module could not be loaded, is not a PKCS#11 module, or did not initialise.
         case moduleUnavailable
@@ -41,10 +42,25 @@ struct PKCS11Error: Error, Sendable, CustomStringConvertible {
     let function: String
     let detail: String
 
-    init(_ kind: Kind, _ function: String, _ detail: String = "") {
+    let underlying: (any Error & Sendable)?
+    let location: SourceLocation
+
+    init(_ kind: Kind, _ function: String, _ detail: String = "", underlying: (any Error & Sendable)? = nil,
+         file: String = #fileID, line: Int = #line) {
         self.kind = kind
         self.function = function
         self.detail = detail
+        self.underlying = underlying
+        self.location = SourceLocation(file: file, line: line)
+    }
+
+    /// The vault code this failure stands for: a refused PIN is `.wrongPIN`, a missing
+    /// token `.tokenNotFound`, a module that does not load `.moduleUnavailable`.
+    var code: ErrorCode {
+        if kind == .moduleUnavailable { return .moduleUnavailable }
+        if isIncorrectPIN { return .wrongPIN }
+        if isTokenGone { return .tokenNotFound }
+        return .tokenFailure
     }
 
     var returnValue: UInt? {
@@ -52,7 +68,7 @@ struct PKCS11Error: Error, Sendable, CustomStringConvertible {
         return nil
     }
 
-    var description: String {
+    var message: String {
         switch kind {
         case .returned(let value):
             let call = "\(function) returned \(PKCS11ReturnValue.describe(value))"
@@ -363,7 +379,7 @@ final class PKCS11Module: @unchecked Sendable {
                 salt = try SecureRandom.bytes(count: 32)
             } catch {
                 if initialized { _ = functions.finalize(nil) }
-                throw PKCS11Error(.moduleUnavailable, "C_Initialize", "no random bytes for the login check: \(error)")
+                throw PKCS11Error(.moduleUnavailable, "C_Initialize", "no random bytes for the login check", underlying: error)
             }
             self.functions = functions
             self.initializedHere = initialized

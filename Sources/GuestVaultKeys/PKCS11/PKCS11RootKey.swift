@@ -1,3 +1,4 @@
+import GuestVaultCore
 public import GuestVaultCrypto
 import GuestVaultSystem
 import Synchronization
@@ -155,6 +156,8 @@ public final class PKCS11RootKey: RootKeyBackend {
     /// Loads the module, finds the token, opens a session, logs in, and finds (or makes)
     /// and checks the root key.
     private static func connect(_ target: Target, pin: SecretBytes, provision: Provision) throws -> Connection {
+        // Code this process will run: checked before every load (TrustedPath).
+        try TrustedPath.checkModule(target.module, subject: target.location)
         let lease: PKCS11ModuleLease
         do { lease = try PKCS11Module.lease(target.module) } catch { throw target.failure(error, "loading the module") }
         let slot = try findToken(target, lease)
@@ -182,7 +185,7 @@ public final class PKCS11RootKey: RootKeyBackend {
                 }
                 try ensureSole(key, session, target)
             } else {
-                throw target.error(.notFound,
+                throw target.error(.vaultNotFound,
                                    "no secret key labelled \"\(target.keyLabel)\" is on the token; check the key label, or create a vault on this token with `guestvault vault init --pkcs11`")
             }
         case .importKey(let value), .importExtractable(let value):
@@ -296,31 +299,29 @@ private struct Target: Sendable {
 
     var location: String { "token \(tokenLabel) (module \(module))" }
 
-    func error(_ code: VaultError.Code, _ reason: String) -> VaultError {
+    func error(_ code: ErrorCode, _ reason: String) -> VaultError {
         VaultError(code, subject: location, reason: reason)
     }
 
-    /// A failure while doing `step`, as the user should see it.
+    /// A failure while doing `step`, as the user should see it. The PKCS#11 failure
+    /// (function and CKR code) stays underneath.
     func failure(_ error: any Error, _ step: String) -> VaultError {
         if let error = error as? VaultError { return error }
-        guard let error = error as? PKCS11Error else {
-            return self.error(.tokenFailure, "\(step) failed: \(error)")
+        guard let pkcs11 = error as? PKCS11Error else {
+            return VaultError(.tokenFailure, subject: location, reason: "\(step) failed", underlying: error)
         }
-        if error.kind == .moduleUnavailable {
-            return self.error(.moduleUnavailable,
-                              "could not use the PKCS#11 module (\(error)); check the path and that the token vendor's PKCS#11 library is installed there (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so from the softhsm2 package)")
+        let reason: String
+        if pkcs11.kind == .moduleUnavailable {
+            reason = "could not use the PKCS#11 module; check the path and that the token vendor's PKCS#11 library is installed there (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so from the softhsm2 package)"
+        } else if pkcs11.isIncorrectPIN {
+            reason = "the token refused the user PIN from \(pinFile); put the token's user PIN in that file (repeated wrong PINs may lock the token)"
+        } else if pkcs11.isPINLocked {
+            reason = "the token's user PIN is locked; the token's security officer must unlock or reset it"
+        } else if pkcs11.isTokenGone {
+            reason = "the token went away while \(step); check that it is connected and try again"
+        } else {
+            reason = "\(step) failed"
         }
-        if error.isIncorrectPIN {
-            return self.error(.wrongPIN,
-                              "the token refused the user PIN from \(pinFile) (\(error)); put the token's user PIN in that file (repeated wrong PINs may lock the token)")
-        }
-        if error.isPINLocked {
-            return self.error(.tokenFailure,
-                              "the token's user PIN is locked (\(error)); the token's security officer must unlock or reset it")
-        }
-        if error.isTokenGone {
-            return self.error(.tokenNotFound, "the token went away while \(step) (\(error)); check that it is connected and try again")
-        }
-        return self.error(.tokenFailure, "\(step) failed: \(error)")
+        return VaultError(pkcs11.code, subject: location, reason: reason, underlying: pkcs11)
     }
 }

@@ -116,7 +116,7 @@ public enum KeyProtector: Sendable, Hashable {
         do {
             shared = try recipientKey.sharedSecret(with: X25519.PublicKey(rawRepresentation: ephemeral))
         } catch {
-            throw VaultError(.corruptSlot, subject: "recipient slot", reason: "the ephemeral public key is invalid")
+            throw VaultError(.corruptSlot, subject: "recipient slot", reason: "the ephemeral public key is invalid", underlying: error)
         }
         return try unwrapOrCorrupt(wrapped, kek: Self.recipientKEK(shared: shared, ephemeral: ephemeral, recipient: recipient, vm: vm))
     }
@@ -134,7 +134,8 @@ public enum KeyProtector: Sendable, Hashable {
         do {
             return try AESKeyWrap.unwrapWithPadding(wrapped, kek: kek)
         } catch {
-            throw VaultError(.corruptSlot, subject: "\(kind) slot", reason: "the wrapped key does not verify: the slot was changed, or it was made for another VM")
+            throw VaultError(.corruptSlot, subject: "\(kind) slot", reason: "the wrapped key does not verify: the slot was changed, or it was made for another VM",
+                             underlying: error)
         }
     }
 }

@@ -1,4 +1,5 @@
 public import Foundation
+import GuestVaultCore
 public import GuestVaultCrypto
 
 /// What a caller offers to open a container's key: any of a vault, recipient private
@@ -65,7 +66,7 @@ public struct KeyProtectorSet: Sendable, Hashable {
                         if let passphrase = credentials.passphrase, let key = try slot.unwrap(passphrase: passphrase) { return (key, index) }
                     }
                 } catch let error as VaultError where error.code == .corruptSlot {
-                    corrupt = VaultError(.corruptSlot, subject: "slot \(index) (\(slot.kind))", reason: error.reason)
+                    corrupt = VaultError(.corruptSlot, subject: "slot \(index) (\(slot.kind))", reason: error.reason, underlying: error.underlying)
                 }
             }
         }
@@ -96,57 +97,84 @@ public struct KeyProtectorSet: Sendable, Hashable {
     /// The slots' bytes: `count (u8)` then each slot as `kind (u8) | flags (u8, 0) |
     /// body length (u16 BE) | body`. docs/KEYS.md has each body.
     public func encoded() -> [UInt8] {
-        var out: [UInt8] = [UInt8(slots.count)]
+        var writer = ByteWriter()
+        writer.u8(UInt8(slots.count))
         for slot in slots {
-            let body: [UInt8]
+            var body = ByteWriter()
             switch slot {
-            case .vault(let id, let epoch, let wrapped): body = id + bigEndian(epoch) + wrapped
-            case .recipient(let r, let e, let wrapped): body = r + e + wrapped
-            case .passphrase(let log2N, let r, let p, let salt, let wrapped): body = [log2N, r, p, 0] + salt + wrapped
+            case .vault(let id, let epoch, let wrapped):
+                body.raw(id)
+                body.u32(epoch)
+                body.raw(wrapped)
+            case .recipient(let r, let e, let wrapped):
+                body.raw(r)
+                body.raw(e)
+                body.raw(wrapped)
+            case .passphrase(let log2N, let r, let p, let salt, let wrapped):
+                body.raw([log2N, r, p, 0])
+                body.raw(salt)
+                body.raw(wrapped)
             }
-            out += [slot.kind.rawValue, 0, UInt8(body.count >> 8), UInt8(body.count & 0xff)] + body
+            writer.u8(slot.kind.rawValue)
+            writer.u8(0)
+            writer.prefixed(body.bytes, UInt16.self)
         }
-        return out
+        return writer.bytes
     }
 
     /// Parses ``encoded()`` bytes, treating them as hostile: every length checked,
     /// unknown kinds and trailing bytes refused, with the offset named.
     public static func parse(_ bytes: [UInt8]) throws -> KeyProtectorSet {
-        func fail(_ offset: Int, _ reason: String) -> VaultError {
-            VaultError(.corruptSlot, subject: "key protectors at byte \(offset)", reason: reason)
+        func fail(_ offset: Int, _ reason: String, _ cause: ByteCodecError? = nil) -> VaultError {
+            VaultError(.corruptSlot, subject: "key protectors at byte \(offset)", reason: reason, underlying: cause)
         }
-        guard let count = bytes.first else { throw fail(0, "empty") }
+        var reader = ByteReader(bytes, subject: "key protectors")
+        guard let count = try? reader.u8("slot count") else { throw fail(0, "empty") }
         guard (1...maximumCount).contains(Int(count)) else { throw fail(0, "slot count \(count) is outside 1...\(maximumCount)") }
-        var offset = 1
         var slots: [KeyProtector] = []
         for index in 0..<Int(count) {
-            guard bytes.count - offset >= 4 else { throw fail(offset, "slot \(index) header is truncated") }
-            let kindByte = bytes[offset], flags = bytes[offset + 1]
-            let length = Int(bytes[offset + 2]) << 8 | Int(bytes[offset + 3])
-            guard let kind = KeyProtector.Kind(rawValue: kindByte) else { throw fail(offset, "slot \(index) has unknown kind \(kindByte)") }
-            guard flags == 0 else { throw fail(offset + 1, "slot \(index) has unknown flags \(flags)") }
-            offset += 4
-            guard bytes.count - offset >= length else { throw fail(offset, "slot \(index) body of \(length) bytes is truncated") }
-            let body = Array(bytes[offset..<(offset + length)])
+            let headerOffset = reader.offset
+            let kindByte: UInt8, flags: UInt8, length: UInt16
+            do {
+                kindByte = try reader.u8("slot \(index) kind")
+                flags = try reader.u8("slot \(index) flags")
+                length = try reader.u16("slot \(index) body length")
+            } catch {
+                throw fail(headerOffset, "slot \(index) header is truncated", error)
+            }
+            guard let kind = KeyProtector.Kind(rawValue: kindByte) else { throw fail(headerOffset, "slot \(index) has unknown kind \(kindByte)") }
+            guard flags == 0 else { throw fail(headerOffset + 1, "slot \(index) has unknown flags \(flags)") }
+            let offset = reader.offset
+            var body: ByteReader
+            do {
+                body = ByteReader(bytes, from: offset, to: offset + Int(length), subject: "slot \(index)")
+                try reader.skip(Int(length), "slot \(index) body")
+            } catch {
+                throw fail(offset, "slot \(index) body of \(length) bytes is truncated", error)
+            }
             let wrappedCount = KeyProtector.wrappedDEKCount
+            // Each body's length is checked against its kind first: the reads cannot fail.
             switch kind {
             case .vault:
-                guard length == 16 + 4 + wrappedCount else { throw fail(offset, "vault slot body is \(length) bytes, expected \(20 + wrappedCount)") }
-                slots.append(.vault(rootKeyID: Array(body[0..<16]), epoch: readBigEndian32(body, at: 16), wrappedKey: Array(body[20...])))
+                guard Int(length) == 16 + 4 + wrappedCount else { throw fail(offset, "vault slot body is \(length) bytes, expected \(20 + wrappedCount)") }
+                slots.append(.vault(rootKeyID: try body.array(16, "root key id"), epoch: try body.u32("epoch"),
+                                    wrappedKey: try body.array(wrappedCount, "wrapped key")))
             case .recipient:
-                guard length == 64 + wrappedCount else { throw fail(offset, "recipient slot body is \(length) bytes, expected \(64 + wrappedCount)") }
-                slots.append(.recipient(recipient: Array(body[0..<32]), ephemeral: Array(body[32..<64]), wrappedKey: Array(body[64...])))
+                guard Int(length) == 64 + wrappedCount else { throw fail(offset, "recipient slot body is \(length) bytes, expected \(64 + wrappedCount)") }
+                slots.append(.recipient(recipient: try body.array(32, "recipient"), ephemeral: try body.array(32, "ephemeral"),
+                                        wrappedKey: try body.array(wrappedCount, "wrapped key")))
             case .passphrase:
-                guard length == 36 + wrappedCount else { throw fail(offset, "passphrase slot body is \(length) bytes, expected \(36 + wrappedCount)") }
-                let parameters = PasswordKDF.ScryptParameters(n: 1 << UInt64(min(body[0], 63)), r: UInt32(body[1]), p: UInt32(body[2]))
-                guard body[0] >= 1, body[3] == 0, parameters.problem == nil else {
-                    throw fail(offset, "passphrase slot scrypt parameters out of range (log2 N \(body[0]), r \(body[1]), p \(body[2]))\(parameters.problem.map { ": " + $0 } ?? "")")
+                guard Int(length) == 36 + wrappedCount else { throw fail(offset, "passphrase slot body is \(length) bytes, expected \(36 + wrappedCount)") }
+                let log2N = try body.u8("log2 N"), r = try body.u8("r"), p = try body.u8("p"), reserved = try body.u8("reserved")
+                let parameters = PasswordKDF.ScryptParameters(n: 1 << UInt64(min(log2N, 63)), r: UInt32(r), p: UInt32(p))
+                guard log2N >= 1, reserved == 0, parameters.problem == nil else {
+                    throw fail(offset, "passphrase slot scrypt parameters out of range (log2 N \(log2N), r \(r), p \(p))\(parameters.problem.map { ": " + $0 } ?? "")")
                 }
-                slots.append(.passphrase(log2N: body[0], r: body[1], p: body[2], salt: Array(body[4..<36]), wrappedKey: Array(body[36...])))
+                slots.append(.passphrase(log2N: log2N, r: r, p: p, salt: try body.array(32, "salt"),
+                                         wrappedKey: try body.array(wrappedCount, "wrapped key")))
             }
-            offset += length
         }
-        guard offset == bytes.count else { throw fail(offset, "\(bytes.count - offset) trailing bytes after the last slot") }
+        guard reader.isAtEnd else { throw fail(reader.offset, "\(reader.remaining) trailing bytes after the last slot") }
         return try KeyProtectorSet(slots)
     }
 }

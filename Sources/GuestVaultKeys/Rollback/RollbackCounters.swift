@@ -1,5 +1,6 @@
 public import Foundation
 import GuestVaultCrypto
+import GuestVaultCore
 import Dispatch
 import GuestVaultSystem
 import Synchronization

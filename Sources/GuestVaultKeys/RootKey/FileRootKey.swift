@@ -1,3 +1,4 @@
+import GuestVaultCore
 public import GuestVaultCrypto
 import GuestVaultSystem
 import Synchronization
@@ -50,16 +51,22 @@ public final class FileRootKey: RootKeyBackend {
         guard key.count == 32 else {
             throw VaultError(.invalidArgument, subject: path, reason: "a root key is 32 bytes, not \(key.count)")
         }
-        let bytes = try encode(key, passphrase: passphrase, scrypt: scrypt, salt: salt)
+        var bytes = try encode(key, passphrase: passphrase, scrypt: scrypt, salt: salt)
+        defer { SecretFile.zero(&bytes) }
         do {
-            try FileSystem.writeAtomically(bytes, to: path, mode: FileSystem.privateFileMode)
+            // Never replaces: a root key that is there already may be the only copy.
+            try DurableFile.write(bytes, to: path, mode: FileSystem.privateFileMode, .creatingNew)
         } catch {
-            throw VaultError(.io, subject: path, reason: "could not write the root key: \(error)")
+            throw VaultError.file(path, "could not write the root key", error)
         }
     }
 
     static func encode(_ key: SecretBytes, passphrase: SecretBytes?, scrypt: PasswordKDF.ScryptParameters, salt: [UInt8]?) throws -> [UInt8] {
-        var bytes = magic + [version, passphrase == nil ? 0 : 1, 0, 0]
+        var writer = ByteWriter(capacity: protectedCount)
+        writer.raw(magic)
+        writer.u8(version)
+        writer.u8(passphrase == nil ? 0 : 1)
+        writer.u16(0)
         if let passphrase {
             guard scrypt.n.nonzeroBitCount == 1, scrypt.n >= 2, scrypt.r <= 255, scrypt.p <= 255 else {
                 throw VaultError(.invalidArgument, subject: "scrypt", reason: "N must be a power of two, r and p at most 255")
@@ -67,12 +74,19 @@ public final class FileRootKey: RootKeyBackend {
             let salt = try salt ?? SecureRandom.bytes(count: 32)
             let wrappingKey = try PasswordKDF.scrypt(passphrase: passphrase, salt: salt, parameters: scrypt, outputByteCount: 32)
             let wrapped = try AESKeyWrap.wrapWithPadding(key, kek: wrappingKey)
-            bytes += [UInt8(scrypt.n.trailingZeroBitCount), UInt8(scrypt.r), UInt8(scrypt.p), 0] + salt + wrapped
+            writer.u8(UInt8(scrypt.n.trailingZeroBitCount))
+            writer.u8(UInt8(scrypt.r))
+            writer.u8(UInt8(scrypt.p))
+            writer.u8(0)
+            writer.raw(salt)
+            writer.raw(wrapped)
         } else {
-            bytes += key.unsafeCopyOfBytes()
+            var plain = key.unsafeCopyOfBytes()
+            writer.raw(plain)
+            SecretFile.zero(&plain)
         }
-        bytes += try SHA256.hash(bytes)
-        return bytes
+        writer.raw(try SHA256.hash(writer.bytes))
+        return writer.bytes
     }
 
     // MARK: Opening
@@ -83,20 +97,27 @@ public final class FileRootKey: RootKeyBackend {
     public static func open(at path: String, passphrase: SecretBytes?) throws -> FileRootKey {
         // An unprotected file holds the root key itself: the bytes are zeroed after use.
         var bytes = try SecretFile.readPrivate(path, what: "root key", limit: fileLimit,
-                                               missing: VaultError(.notFound, subject: path, reason: "no root key file here; create a vault with `guestvault vault init`"))
+                                               missing: VaultError(.vaultNotFound, subject: path, reason: "no root key file here; create a vault with `guestvault vault init`"))
         defer { SecretFile.zero(&bytes) }
         let (key, protected) = try decode(bytes, path: path, passphrase: passphrase)
         return try FileRootKey(key: key, location: path, passphraseProtected: protected)
     }
 
     static func decode(_ bytes: [UInt8], path: String, passphrase: SecretBytes?) throws -> (SecretBytes, Bool) {
-        guard bytes.count >= headerCount, Array(bytes[0..<4]) == magic else {
-            throw VaultError(.corrupt, subject: path, reason: "not a GuestVault root key file (bad magic or truncated at \(bytes.count) bytes)")
+        var reader = ByteReader(bytes, subject: path)
+        let protection: UInt8
+        do {
+            guard try reader.array(4, "magic") == magic else {
+                throw VaultError(.corrupt, subject: path, reason: "not a GuestVault root key file (bad magic)")
+            }
+            let fileVersion = try reader.u8("version")
+            guard fileVersion == version else {
+                throw VaultError(.corrupt, subject: path, reason: "root key format version \(fileVersion) is not supported (expected \(version))")
+            }
+            protection = try reader.u8("protection")
+        } catch let error as ByteCodecError {
+            throw VaultError(.corrupt, subject: path, reason: "not a GuestVault root key file (truncated at \(bytes.count) bytes)", underlying: error)
         }
-        guard bytes[4] == version else {
-            throw VaultError(.corrupt, subject: path, reason: "root key format version \(bytes[4]) is not supported (expected \(version))")
-        }
-        let protection = bytes[5]
         let expected: Int
         switch protection {
         case 0: expected = plainCount
@@ -111,24 +132,27 @@ public final class FileRootKey: RootKeyBackend {
         guard constantTimeEquals(try check.finalize(), Array(bytes[(expected - checksumCount)...])) else {
             throw VaultError(.corrupt, subject: path, reason: "root key file checksum does not match: the file was changed or damaged")
         }
+        // The size and checksum are checked: the reads below cannot fail.
+        reader = ByteReader(bytes, from: headerCount, to: expected - checksumCount, subject: path)
         if protection == 0 {
-            return (SecretBytes(copying: bytes[headerCount..<(headerCount + 32)]), false)
+            return (SecretBytes(copying: try reader.take(32, "root key")), false)
         }
         guard let passphrase else {
             throw VaultError(.passphraseRequired, subject: path, reason: "the root key is passphrase-protected; give --passphrase-file")
         }
-        let logN = bytes[headerCount], r = bytes[headerCount + 1], p = bytes[headerCount + 2]
+        let logN = try reader.u8("scrypt log2 N"), r = try reader.u8("scrypt r"), p = try reader.u8("scrypt p")
+        try reader.skip(1, "reserved")
         guard (1...22).contains(logN), PasswordKDF.ScryptParameters(n: 1 << UInt64(logN), r: UInt32(r), p: UInt32(p)).problem == nil else {
             throw VaultError(.corrupt, subject: path, reason: "scrypt parameters out of range (log2 N \(logN), r \(r), p \(p))")
         }
-        let salt = Array(bytes[(headerCount + 4)..<(headerCount + 36)])
-        let wrapped = Array(bytes[(headerCount + 36)..<(headerCount + 76)])
+        let salt = try reader.array(32, "salt")
+        let wrapped = try reader.array(40, "wrapped root key")
         let wrappingKey = try PasswordKDF.scrypt(passphrase: passphrase, salt: salt,
                                                  parameters: .init(n: 1 << UInt64(logN), r: UInt32(r), p: UInt32(p)), outputByteCount: 32)
         do {
             return (try AESKeyWrap.unwrapWithPadding(wrapped, kek: wrappingKey), true)
         } catch let error as CryptoError where error.code == .authenticationFailure {
-            throw VaultError(.wrongPassphrase, subject: path, reason: "the passphrase does not open this root key")
+            throw VaultError(.wrongPassphrase, subject: path, reason: "the passphrase does not open this root key", underlying: error)
         }
     }
 }

@@ -1,8 +1,6 @@
+import GuestVaultCore
 public import GuestVaultCrypto
 import GuestVaultSystem
-#if canImport(Glibc)
-import Glibc
-#endif
 
 extension KeyVault {
     /// The vault's host CA, which issues the EK certificates of the TPMs it manufactures.
@@ -54,26 +52,14 @@ enum HostCAFile {
         }
         let ca = try CertificateAuthority.generate(commonName: "GuestVault host CA \(hexString(rootKeyID.prefix(4)))")
         let bytes = try seal(ca, sealKey: sealKey, rootKeyID: rootKeyID)
-        // Written under a private name, then linked into place: link never replaces, so
-        // when two processes make a CA at once exactly one wins and the other loads it.
-        let temporary = "\(path).new-\(hexString(try SecureRandom.bytes(count: 8)))"
         do {
-            try FileSystem.writeAtomically(bytes, to: temporary)
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not write the host CA: \(error)")
-        }
-        defer { try? FileSystem.removeFile(temporary) }
-        do {
-            try FileSystem.link(temporary, to: path)
-        } catch let error as SystemError where error.errno == EEXIST {
+            // Linked into place, never replacing: when two processes make a CA at once,
+            // exactly one wins and the other loads it.
+            try DurableFile.write(bytes, to: path, mode: FileSystem.privateFileMode, .creatingNew)
+        } catch let error as SystemError where error.code == .fileExists {
             return try load(at: path, sealKey: sealKey, rootKeyID: rootKeyID)
         } catch {
-            throw VaultError(.io, subject: path, reason: "could not write the host CA: \(error)")
-        }
-        do {
-            try FileSystem.syncDirectory(FileSystem.parentDirectory(of: path))
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not make the host CA durable: \(error)")
+            throw VaultError.file(path, "could not write the host CA", error)
         }
         return ca
     }
@@ -81,35 +67,43 @@ enum HostCAFile {
     static func load(at path: String, sealKey: SecretBytes, rootKeyID: [UInt8]) throws -> CertificateAuthority {
         let bytes = try SecretFile.readPrivate(path, what: "host CA key", limit: maximumCount, sealed: true, tooLarge: .corrupt,
                                                missing: VaultError(.io, subject: path, reason: "could not read: no such file"))
-        guard bytes.count >= payloadOffset + AESGCM.tagByteCount + 4,
-              Array(bytes[0..<8]) == magic + [version, 0, 0, 0] else {
+        var reader = ByteReader(bytes, subject: path)
+        let header: [UInt8], nonce: [UInt8], sealedCount: UInt32
+        do {
+            header = try reader.array(8, "magic and version")
+            sealedCount = try reader.u32("sealed length")
+            nonce = try reader.array(AESGCM.nonceByteCount, "nonce")
+        } catch {
+            throw VaultError(.corrupt, subject: path, reason: "not a host CA key file of version \(version)", underlying: error)
+        }
+        guard header == magic + [version, 0, 0, 0], reader.remaining >= AESGCM.tagByteCount + 4 else {
             throw VaultError(.corrupt, subject: path, reason: "not a host CA key file of version \(version)")
         }
-        let sealedCount = bytes[8..<12].reduce(0) { $0 << 8 | Int($1) }
-        guard sealedCount == bytes.count - payloadOffset else {
+        guard Int(exactly: sealedCount) == reader.remaining else {
             throw VaultError(.corrupt, subject: path,
-                             reason: "the header says \(sealedCount) sealed bytes, the file holds \(bytes.count - payloadOffset)")
+                             reason: "the header says \(sealedCount) sealed bytes, the file holds \(reader.remaining)")
         }
+        let sealedBytes = reader.remaining
         var payload = Array(bytes[payloadOffset...])
         defer { scrub(&payload) }
         do {
-            try AESGCMContext(key: sealKey).open(prefixOf: &payload, count: sealedCount - AESGCM.tagByteCount,
-                                                 nonce: Array(bytes[headerCount..<payloadOffset]),
-                                                 authenticating: Array(bytes[0..<headerCount]) + rootKeyID)
+            try AESGCMContext(key: sealKey).open(prefixOf: &payload, count: sealedBytes - AESGCM.tagByteCount,
+                                                 nonce: nonce, authenticating: Array(bytes[0..<headerCount]) + rootKeyID)
         } catch let error as CryptoError where error.code == .authenticationFailure {
-            throw VaultError(.corrupt, subject: path, reason: "the host CA does not verify under this vault's root key")
+            throw VaultError(.corrupt, subject: path, reason: "the host CA does not verify under this vault's root key", underlying: error)
         }
-        let plaintextCount = sealedCount - AESGCM.tagByteCount
-        let keyCount = payload[0..<4].reduce(0) { $0 << 8 | Int($1) }
-        guard keyCount > 0, keyCount < plaintextCount - 4 else {
+        let plaintextCount = sealedBytes - AESGCM.tagByteCount
+        var plain = ByteReader(payload, to: plaintextCount, subject: "sealed host CA in \(path)")
+        let keyCount = try plain.u32("key length")
+        guard keyCount > 0, Int(keyCount) < plaintextCount - 4 else {
             throw VaultError(.corrupt, subject: path, reason: "the sealed host CA has a key length of \(keyCount) in \(plaintextCount) bytes")
         }
-        let privateKey = SecretBytes(copying: payload[4..<(4 + keyCount)])
-        let certificate = Array(payload[(4 + keyCount)..<plaintextCount])
+        let privateKey = SecretBytes(copying: try plain.take(count: keyCount, "private key"))
+        let certificate = try plain.array(plain.remaining, "certificate")
         do {
             return try CertificateAuthority(privateKeyDER: privateKey, certificateDER: certificate)
         } catch {
-            throw VaultError(.corrupt, subject: path, reason: "the sealed host CA does not load: \(error)")
+            throw VaultError(.corrupt, subject: path, reason: "the sealed host CA does not load", underlying: error)
         }
     }
 
@@ -124,11 +118,15 @@ enum HostCAFile {
         // is in ordinary memory only until the seal overwrites it.
         var payload: [UInt8] = []
         payload.reserveCapacity(sealedCount)
-        payload += bigEndian32(keyCount)
+        payload += UInt32(keyCount).bigEndianBytes
         ca.privateKeyDER.withUnsafeBytes { payload.append(contentsOf: $0) }
         payload += ca.certificateDER
         payload += [UInt8](repeating: 0, count: AESGCM.tagByteCount)
-        let header = magic + [version, 0, 0, 0] + bigEndian32(sealedCount)
+        var writer = ByteWriter(capacity: payloadOffset + sealedCount)
+        writer.raw(magic)
+        writer.raw([version, 0, 0, 0])
+        writer.u32(UInt32(sealedCount))
+        let header = writer.bytes
         let nonce = try SecureRandom.bytes(count: AESGCM.nonceByteCount)
         do {
             try AESGCMContext(key: sealKey).seal(prefixOf: &payload, count: plaintextCount, nonce: nonce,
@@ -137,7 +135,10 @@ enum HostCAFile {
             scrub(&payload)
             throw error
         }
-        return header + nonce + payload
+        writer.raw(nonce)
+        writer.raw(payload)
+        scrub(&payload)
+        return writer.bytes
     }
 
     /// Writes `ca.pem` (0644) unless it already holds exactly the CA's certificate.
@@ -147,21 +148,17 @@ enum HostCAFile {
             return
         }
         do {
-            try FileSystem.writeAtomically(pem, to: path, mode: 0o644)
+            try DurableFile.write(pem, to: path, mode: 0o644)
         } catch {
-            throw VaultError(.io, subject: path, reason: "could not write the host CA certificate: \(error)")
+            throw VaultError.file(path, "could not write the host CA certificate", error)
         }
-    }
-
-    private static func bigEndian32(_ value: Int) -> [UInt8] {
-        [UInt8(value >> 24 & 0xff), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
     }
 
     /// Overwrites a buffer that held key bytes (best effort: Swift arrays give no
     /// guarantee that no other copy was made).
     private static func scrub(_ buffer: inout [UInt8]) {
         buffer.withUnsafeMutableBytes { raw in
-            if let base = raw.baseAddress { memset(base, 0, raw.count) }
+            _ = raw.initializeMemory(as: UInt8.self, repeating: 0)
         }
     }
 }

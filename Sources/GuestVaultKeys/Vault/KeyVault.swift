@@ -1,4 +1,5 @@
 public import Foundation
+import GuestVaultCore
 public import GuestVaultCrypto
 import GuestVaultSystem
 import Synchronization
@@ -46,7 +47,7 @@ public final class KeyVault: Sendable {
         do {
             try FileSystem.createDirectory(countersPath)
         } catch {
-            throw VaultError(.io, subject: countersPath, reason: "could not create: \(error)")
+            throw VaultError.file(countersPath, "could not create the counters directory", error)
         }
         counters = try RollbackCounters(directory: countersPath, backend: backend)
     }
@@ -95,14 +96,12 @@ public final class KeyVault: Sendable {
 
     /// Opens the vault at `path`. A passphrase-protected file vault needs `passphrase`.
     public static func open(at path: String, passphrase: SecretBytes? = nil) throws -> KeyVault {
-        guard FileSystem.isDirectory(path) else {
-            throw VaultError(.notFound, subject: path, reason: "no vault directory here; create one with `guestvault vault init --vault \(path)`")
+        guard FileSystem.exists(path) else {
+            throw VaultError(.vaultNotFound, subject: path, reason: "no vault directory here; create one with `guestvault vault init --vault \(path)`")
         }
-        let permissions = try FileSystem.permissions(path)
-        if permissions.mode & 0o077 != 0 {
-            throw VaultError(.insecurePermissions, subject: path,
-                             reason: "the vault directory has mode \(String(permissions.mode, radix: 8)); run `chmod 700 \(path)`")
-        }
+        // The directory, the directories above it and every file in it: owned by this
+        // user or root, not writable by others (checked on every open).
+        try TrustedPath.checkVaultDirectory(path)
         let configuration = try VaultConfiguration.load(from: FileSystem.join(path, configurationName))
         let backend: any RootKeyBackend
         switch configuration.backend {
@@ -134,10 +133,11 @@ public final class KeyVault: Sendable {
                 }
                 try FileSystem.setMode(path, FileSystem.privateDirectoryMode)
             }
+            try TrustedPath.checkVaultDirectory(path)
         } catch let error as VaultError {
             throw error
         } catch {
-            throw VaultError(.io, subject: path, reason: "could not create the vault directory: \(error)")
+            throw VaultError.file(path, "could not create the vault directory", error)
         }
     }
 

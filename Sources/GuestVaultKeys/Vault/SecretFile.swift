@@ -1,8 +1,6 @@
+import GuestVaultCore
 public import GuestVaultCrypto
 import GuestVaultSystem
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Small secrets kept in files (a token PIN, a vault passphrase, a migration key): read
 /// only from a file that neither group nor others can read or write, at most `limit`
@@ -15,7 +13,7 @@ public enum SecretFile {
     ///   - singleLine: refuse a file of more than one line.
     public static func read(_ path: String, what: String, hint: String, singleLine: Bool = true, limit: Int = 4096) throws -> SecretBytes {
         var bytes = try readPrivate(path, what: what, limit: limit,
-                                    missing: VaultError(.io, subject: path, reason: "no \(what) file here; \(hint) and run `chmod 600 \(path)`"))
+                                    missing: VaultError(.vaultNotFound, subject: path, reason: "no \(what) file here; \(hint) and run `chmod 600 \(path)`"))
         defer { zero(&bytes) }
         var end = bytes.count
         if end > 0 && bytes[end - 1] == 0x0a {
@@ -34,33 +32,46 @@ public enum SecretFile {
     }
 
     /// The bytes of a file that holds key material, secret or sealed: refused with
-    /// `insecurePermissions` (naming `chmod 600`) if group or others can read or write
-    /// it, `missing` if it does not exist, `tooLarge` (`.io` unless a format says the
-    /// file cannot be this long: `.corrupt`) if it is over `limit` bytes. The one
-    /// reader of the vault's private files; a caller holding secret bytes zeroes them
-    /// with ``zero(_:)``.
-    static func readPrivate(_ path: String, what: String, limit: Int, sealed: Bool = false, tooLarge: VaultError.Code = .io,
+    /// `insecurePermissions` if it is not a regular file (a symlink, FIFO, device or
+    /// directory is never opened or waited on), if another user owns it, or if group or
+    /// others can read or write it (naming `chmod 600`); `missing` if it does not exist;
+    /// `tooLarge` (`.io` unless a format says the file cannot be this long: `.corrupt`)
+    /// if it is over `limit` bytes. Opened with O_NOFOLLOW | O_NONBLOCK. The one reader
+    /// of the vault's private files; a caller holding secret bytes zeroes them with
+    /// ``zero(_:)``.
+    static func readPrivate(_ path: String, what: String, limit: Int, sealed: Bool = false, tooLarge: ErrorCode = .io,
                             missing: @autoclosure () -> VaultError) throws -> [UInt8] {
-        let permissions: (mode: UInt32, owner: UInt32)
-        do {
-            permissions = try FileSystem.permissions(path)
-        } catch let error as SystemError where error.isNotFound {
-            throw missing()
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not read the \(what) file: \(error)")
-        }
-        if permissions.mode & 0o077 != 0 {
+        guard let info = try TrustedPath.status(path) else { throw missing() }
+        guard info.isRegular else {
             throw VaultError(.insecurePermissions, subject: path,
-                             reason: "the \(what) file has mode \(String(permissions.mode, radix: 8)), so other users can read or change it; run `chmod 600 \(path)`"
+                             reason: "the \(what) file is \(info.kindName), not a regular file; nothing was read from it")
+        }
+        guard TrustedPath.isTrusted(owner: info.owner) else {
+            throw VaultError(.insecurePermissions, subject: path,
+                             reason: "the \(what) file is owned by uid \(info.owner), not by this user or root, so that user controls it")
+        }
+        if info.mode & 0o077 != 0 {
+            throw VaultError(.insecurePermissions, subject: path,
+                             reason: "the \(what) file has mode \(String(info.mode, radix: 8)), so other users can read or change it; run `chmod 600 \(path)`"
                                  + (sealed ? "" : " (and consider the \(what) exposed)"))
         }
+        let file: OpenFile
         do {
-            return try FileSystem.readFile(path, limit: limit)
-        } catch let error as SystemError where error.errno == EFBIG {
-            throw VaultError(tooLarge, subject: path, reason: "larger than \(limit) bytes, so not a \(what) file")
+            file = try SafeOpen.existing(path, mode: .readOnly)
         } catch {
-            throw VaultError(.io, subject: path, reason: "could not read the \(what) file: \(error)")
+            throw VaultError.file(path, "could not open the \(what) file", error)
         }
+        var bytes: [UInt8]
+        do {
+            bytes = try file.read(at: 0, count: limit + 1)
+        } catch {
+            throw VaultError.file(path, "could not read the \(what) file", error)
+        }
+        guard bytes.count <= limit else {
+            zero(&bytes)
+            throw VaultError(tooLarge, subject: path, reason: "larger than \(limit) bytes, so not a \(what) file")
+        }
+        return bytes
     }
 
     /// Overwrites `bytes` with zeros (for secret bytes read from a file).

@@ -24,20 +24,15 @@ struct VaultConfiguration: Codable, Equatable {
     var pkcs11: PKCS11?
 
     static func load(from path: String) throws -> VaultConfiguration {
-        let bytes: [UInt8]
-        do {
-            bytes = try FileSystem.readFile(path, limit: 64 * 1024)
-        } catch let error as SystemError where error.isNotFound {
-            throw VaultError(.notFound, subject: FileSystem.parentDirectory(of: path),
-                             reason: "no vault here (no vault.json); create one with `guestvault vault init --vault DIR`")
-        } catch {
-            throw VaultError(.io, subject: path, reason: "could not read: \(error)")
-        }
+        let bytes = try SecretFile.readPrivate(
+            path, what: "vault.json", limit: 64 * 1024, sealed: true, tooLarge: .corrupt,
+            missing: VaultError(.vaultNotFound, subject: FileSystem.parentDirectory(of: path),
+                                reason: "no vault here (no vault.json); create one with `guestvault vault init --vault DIR`"))
         let configuration: VaultConfiguration
         do {
             configuration = try JSONDecoder().decode(VaultConfiguration.self, from: Data(bytes))
         } catch {
-            throw VaultError(.corrupt, subject: path, reason: "not a valid vault.json: \(error)")
+            throw VaultError(.corrupt, subject: path, reason: "not a valid vault.json", underlying: error)
         }
         guard configuration.format == formatName else {
             throw VaultError(.corrupt, subject: path, reason: "format is \"\(configuration.format)\", expected \"\(formatName)\"")
@@ -48,13 +43,14 @@ struct VaultConfiguration: Codable, Equatable {
         return configuration
     }
 
+    /// Writes vault.json, never over an existing one (`vault init` makes it once).
     func save(to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         do {
-            try FileSystem.writeAtomically(Array(try encoder.encode(self)) + [0x0a], to: path)
+            try DurableFile.write(Array(try encoder.encode(self)) + [0x0a], to: path, mode: FileSystem.privateFileMode, .creatingNew)
         } catch {
-            throw VaultError(.io, subject: path, reason: "could not write: \(error)")
+            throw VaultError.file(path, "could not write vault.json", error)
         }
     }
 }

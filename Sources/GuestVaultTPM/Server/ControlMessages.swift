@@ -77,6 +77,9 @@ public struct PTMResult: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// TPM_BAD_ORDINAL: unknown command, or a command not allowed in the TPM's current
     /// state (for example SET_STATEBLOB while the TPM runs, GET_STATEBLOB while it is stopped).
     public static let badOrdinal = PTMResult(rawValue: 0x0a)
+    /// TPM_KEYNOTFOUND: a state blob is encrypted with a migration key this side lacks
+    /// (swtpm's answer too).
+    public static let keyNotFound = PTMResult(rawValue: 0x0d)
     /// TPM_SIZE: swtpm sends it when GET_INFO cannot allocate its answer.
     public static let size = PTMResult(rawValue: 0x17)
     /// TPM_IOERROR: SET_DATAFD when a data channel is already attached, or a broken read.
@@ -95,6 +98,7 @@ public struct PTMResult: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .success: "TPM_SUCCESS"
         case .badParameter: "TPM_BAD_PARAMETER"
         case .fail: "TPM_FAIL"
+        case .keyNotFound: "TPM_KEYNOTFOUND"
         case .badOrdinal: "TPM_BAD_ORDINAL"
         case .size: "TPM_SIZE"
         case .ioError: "TPM_IOERROR"
@@ -135,6 +139,10 @@ public struct PTMCapabilities: OptionSet, Hashable, Sendable {
 
     /// Exactly what swtpm 0.7.1 reports for a TPM 2.0 on a socket: every bit from INIT to
     /// SEND_COMMAND_HEADER, 0xFFFF.
+    /// What `guestvault serve` reports: swtpm 0.7.1's bits and LOCK_STORAGE (bit 16), as
+    /// swtpm 0.8 and later do (0x1ffff).
+    public static let guestvaultServe: PTMCapabilities = swtpm071TPM2.union(.lockStorage)
+
     public static let swtpm071TPM2: PTMCapabilities = [
         .initialize, .shutdown, .getTPMEstablished, .setLocality, .hashing, .cancelTPMCommand,
         .storeVolatile, .resetTPMEstablished, .getStateBlob, .setStateBlob, .stop, .getConfig,
@@ -251,5 +259,10 @@ enum SWTPMText {
     static func hex(_ value: UInt32) -> String {
         let digits = String(value, radix: 16)
         return "0x" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits
+    }
+
+    /// Bytes as lowercase hex (ids, never key material).
+    static func hexString(_ bytes: [UInt8]) -> String {
+        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 }

@@ -91,7 +91,14 @@ extension TPMServer {
             let response = handle(request, connection: connection)
             let encoded = response.encoded()
             logger.debug("control: \(request.command) -> \(encoded.prefix(4).map { String($0, radix: 16) }.map { $0.count == 1 ? "0" + $0 : $0 }.joined())")
-            guard reply(encoded, on: connection, channel: "control") else { return false }
+            let sent = reply(encoded, on: connection, channel: "control")
+            // release-lock-outgoing: QEMU has taken the last blob (swtpm releases once the
+            // savestate reply is written).
+            if releaseLockAfterReply {
+                releaseLockAfterReply = false
+                if sent { releaseWriterLockAfterHandOff() }
+            }
+            guard sent else { return false }
             if shutdownRequested { return false }
         }
     }

@@ -8,11 +8,12 @@ extension TPMServer {
         do {
             switch request {
             case .getCapability:
-                return .capabilities(.swtpm071TPM2)
+                return .capabilities(.guestvaultServe)
             case .initialize(let flags):
                 try startTPM(flags.contains(.deleteVolatile) ? .resumeOnce : .discard)
                 return .result(.success)
             case .shutdown:
+                dropIncomingSet(reason: "CMD_SHUTDOWN came before CMD_INIT")
                 if let engine { try engine.stop() }
                 engine = nil
                 shutdownRequested = true
@@ -22,7 +23,8 @@ extension TPMServer {
                 locality = value
                 return .result(.success)
             case .getConfig:
-                return .config(result: .success, flags: [])
+                // Bit 2: a migration key is configured (the container's, or swtpm's).
+                return .config(result: .success, flags: migrationKey != nil || (migrationHost != nil && !configuration.migration.allowPlaintext) ? [.migrationKey] : [])
             case .setDataFD:
                 return setDataChannel(connection)
             case .setBufferSize(let wanted):
@@ -33,13 +35,13 @@ extension TPMServer {
             case .getInfo(let flags, let offset):
                 return .info(text: TPMEngine.info(flags: UInt32(truncatingIfNeeded: flags.rawValue)), offset: offset)
             case .stop:
-                // After a failed NV commit the volatile state is not stored (8.4).
-                if let engine { try engine.stop(storeVolatile: !nvFailed) }
+                // After a failed NV commit the volatile state is not stored (8.4), nor after
+                // the writer lock went to the migration destination.
+                if let engine { try engine.stop(storeVolatile: !nvFailed && (migrationHost?.holdsWriterLock ?? true)) }
                 engine = nil
                 return .result(.success)
-            case .lockStorage:
-                // The container is held by this process from the start.
-                return .result(.success)
+            case .lockStorage(let retries):
+                return lockStorage(retries: retries)
             case .setStateBlob(let type, let flags, let bytes):
                 return try setStateBlob(type: type, flags: flags, bytes: bytes)
             default:

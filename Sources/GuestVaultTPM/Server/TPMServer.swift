@@ -23,14 +23,17 @@ public final class TPMServer {
         /// Send TPM2_Startup(CLEAR) after each start (for clients that do not).
         public var startupClear: Bool
         public var limits: Limits
+        /// State blobs on the control channel and the writer-lock hand-off.
+        public var migration: Migration
 
         public init(dataAddress: StreamSocket.Address?, controlAddress: StreamSocket.Address, notNeedInit: Bool = false,
-                    startupClear: Bool = false, limits: Limits = Limits()) {
+                    startupClear: Bool = false, limits: Limits = Limits(), migration: Migration = Migration()) {
             self.dataAddress = dataAddress
             self.controlAddress = controlAddress
             self.notNeedInit = notNeedInit
             self.startupClear = startupClear
             self.limits = limits
+            self.migration = migration
         }
     }
 
@@ -78,6 +81,16 @@ public final class TPMServer {
     var nvFailed = false
     /// Where the server reports; the CLI puts the VM id in its metadata.
     let logger: Logger
+    /// The container's side of migration (sealing key, generations, writer lock); nil for
+    /// a TPM without a container, which then hands out no blob unless a migration key or
+    /// plaintext is configured.
+    let migrationHost: (any TPMMigrationHost)?
+    /// swtpm's migration key, loaded from ``Migration/key``.
+    let migrationKey: SwtpmKey?
+    var outgoingSet: OutgoingSet?
+    var incomingSet: IncomingSet?
+    /// Set when the reply being sent hands the writer lock over (release-lock-outgoing).
+    var releaseLockAfterReply = false
 
     private var dataListener: StreamSocket?
     private var controlListener: StreamSocket
@@ -99,10 +112,14 @@ public final class TPMServer {
         init(_ socket: StreamSocket) { self.socket = socket }
     }
 
-    public init(storage: any TPMStateStorage, configuration: Configuration, logger: Logger) throws {
+    public init(storage: any TPMStateStorage, configuration: Configuration, logger: Logger,
+                migrationHost: (any TPMMigrationHost)? = nil) throws {
         self.storage = storage
         self.configuration = configuration
         self.logger = logger
+        self.migrationHost = migrationHost
+        migrationKey = try configuration.migration.key?.load()
+        try configuration.migration.key?.removeFileIfAsked()
         controlListener = try StreamSocket.listen(configuration.controlAddress)
         if let data = configuration.dataAddress { dataListener = try StreamSocket.listen(data) }
     }
@@ -122,7 +139,8 @@ public final class TPMServer {
         while !shutdownRequested {
             if stopRequested.load(ordering: .relaxed) {
                 if let engine {
-                    try engine.stop(storeVolatile: !nvFailed)
+                    // After the hand-off the destination owns the container (and the state).
+                    try engine.stop(storeVolatile: !nvFailed && (migrationHost?.holdsWriterLock ?? true))
                     self.engine = nil
                     logger.info("stored the volatile state and stopped")
                 }
@@ -245,6 +263,8 @@ public final class TPMServer {
         if let engine { try engine.stop() }
         engine = nil
         nvFailed = false
+        try ensureWriterLock(retries: 0)
+        try commitIncomingSet()
         let started = try TPMEngine.start(storage: storage, deleteVolatile: volatile == .discard)
         if volatile == .resumeOnce { try storage.delete(.volatile) }
         _ = TPMEngine.setBufferSize(bufferSize)

@@ -32,14 +32,17 @@ struct BenchmarkCommand: ParsableCommand {
     @Flag(help: "Print as JSON.")
     var json = false
 
-    @Option(name: .customLong("stream-mib"), help: ArgumentHelp("Size of the stream measurement, in MiB.", valueName: "mib"))
-    var streamMiB: Int = 1024
+    @Option(name: .customLong("stream-mib"), help: ArgumentHelp("Size of the stream measurement, in MiB (16 to 1048576).", valueName: "mib"))
+    var streamSize = StreamMiB(checked: 1024)
+    var streamMiB: Int { streamSize.value }
 
-    @Option(help: ArgumentHelp("Seconds per small-entry measurement.", valueName: "s"))
-    var seconds: Double = 1
+    @Option(name: .customLong("seconds"), help: ArgumentHelp("Seconds per small-entry measurement (above 0, at most 3600).", valueName: "s"))
+    var duration = PositiveSeconds(seconds: 1)
+    var seconds: Double { duration.seconds }
 
-    @Option(help: ArgumentHelp("Commits to time for the latency figures.", valueName: "n"))
-    var commits: Int = 300
+    @Option(name: .customLong("commits"), help: ArgumentHelp("Commits to time for the latency figures (at least 10).", valueName: "n"))
+    var commitCount = CommitCount(checked: 300)
+    var commits: Int { commitCount.value }
 
     @Option(help: ArgumentHelp("Directory for the on-disk commit measurement.", valueName: "dir"))
     var dir: String = "."
@@ -62,11 +65,13 @@ struct BenchmarkCommand: ParsableCommand {
     @Flag(help: "Only the transfer measurement (implies --transfer).")
     var transferOnly = false
 
-    @Option(name: .customLong("transfer-mib"), help: ArgumentHelp("Size of the transferred entry, in MiB.", valueName: "mib"))
-    var transferMiB: Int = 1024
+    @Option(name: .customLong("transfer-mib"), help: ArgumentHelp("Size of the transferred entry, in MiB (at least 1).", valueName: "mib"))
+    var transferSize = TransferMiB(checked: 1024)
+    var transferMiB: Int { transferSize.value }
 
-    @Option(help: ArgumentHelp("Transfer rounds (the median is reported).", valueName: "n"))
-    var rounds: Int = 3
+    @Option(name: .customLong("rounds"), help: ArgumentHelp("Transfer rounds, the median is reported (1 to 1000).", valueName: "n"))
+    var roundCount = RoundCount(checked: 3)
+    var rounds: Int { roundCount.value }
 
     struct Row: Codable {
         let name: String
@@ -80,12 +85,6 @@ struct BenchmarkCommand: ParsableCommand {
         let cores: Int
         let openSSLSpeed16KiBMBps: Double?
         let rows: [Row]
-    }
-
-    func validate() throws {
-        guard streamMiB >= 16 else { throw ValidationError("--stream-mib must be at least 16") }
-        guard seconds > 0, commits >= 10 else { throw ValidationError("--seconds must be positive and --commits at least 10") }
-        guard transferMiB >= 1, rounds >= 1 else { throw ValidationError("--transfer-mib and --rounds must be at least 1") }
     }
 
     func run() throws {

@@ -186,10 +186,17 @@ extension ClusterCommand {
     /// (waiting up to `wait` seconds for another member's lease to end), copies the
     /// visible generation into this owner's file and returns the session whose storage
     /// the TPM server uses; nil when the vault is in no cluster.
-    static func serveSession(state: String, vault: VaultOptions, wait: Int?,
+    static func serveSession(state: String, vault: VaultOptions, wait: Int?, incomingMigration: Bool,
                              onLost: @escaping @Sendable (ClusterError) -> Void) throws -> ClusterServeSession? {
         let path = try vault.resolvedPath()
-        guard let configuration = try ClusterConfiguration.load(vault: path) else { return nil }
+        guard let configuration = try ClusterConfiguration.load(vault: path) else {
+            if wait != nil { throw ValidationError("--cluster-wait: vault \(path) is in no cluster") }
+            return nil
+        }
+        if incomingMigration {
+            throw ClusterError(ErrorCode("clusterUnsupported", .unsupported),
+                               "live migration into a cluster member is not supported yet: the member that takes the VM's lease starts it from the shared container (docs/CLUSTER.md)")
+        }
         return try ClusterServeSession(sharedPath: state, vault: vault.open(), vaultPath: path, configuration: configuration,
                                        wait: wait.map { .seconds($0) }, onLost: onLost)
     }

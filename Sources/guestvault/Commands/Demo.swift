@@ -24,20 +24,16 @@ struct Demo: ParsableCommand {
             """
     )
 
-    @Option(name: .customLong("size-mib"), help: "Size of the sample runtime state, in MiB.")
-    var sizeMiB: Int = 64
+    @Option(name: .customLong("size-mib"), help: "Size of the sample runtime state, in MiB (1 to 4096).")
+    var size: DemoSizeMiB = DemoSizeMiB(checked: 64)
+
+    var sizeMiB: Int { size.value }
 
     @Flag(help: "Keep the temporary directory and print its path.")
     var keep = false
 
     @Flag(help: "Print the summary as JSON.")
     var json = false
-
-    func validate() throws {
-        guard (1...4096).contains(sizeMiB) else {
-            throw ValidationError("--size-mib must be between 1 and 4096")
-        }
-    }
 
     struct Step: Encodable { let step: String; let ms: Double; let detail: String }
 
@@ -144,13 +140,13 @@ struct Demo: ParsableCommand {
             let slot = try container.unlock(with: UnlockCredentials(vault: vaultB))
             var hasher = try SHA256()
             try container.readStream(EntryName.vmRuntime) { try hasher.update($0) }
-            guard try hasher.finalize() == runtimeDigest else { throw ValidationError("vm.runtime differs after the transfer") }
+            guard try hasher.finalize() == runtimeDigest else { throw CLIError(.checkFailed, "vm.runtime differs after the transfer") }
             let storage = ContainerTPMStorage(container: container)
             let engine = try TPMEngine.start(storage: storage)
             defer { try? engine.stop() }
             try engine.startup()
             let read = try engine.nvRead(0x0150_0001, size: nvData.count)
-            guard read == nvData else { throw ValidationError("NV contents differ after the transfer") }
+            guard read == nvData else { throw CLIError(.checkFailed, "NV contents differ after the transfer") }
             try engine.stop()
             return ((), "unlocked with host B's vault (slot \(slot)); NV 0x01500001 reads back the same \(nvData.count) bytes; vm.runtime SHA-256 matches")
         }
@@ -168,7 +164,7 @@ struct Demo: ParsableCommand {
             } catch {
                 refused = true
             }
-            guard refused else { throw ValidationError("a flipped bit was not detected") }
+            guard refused else { throw CLIError(.checkFailed, "a flipped bit was not detected") }
             return ((), "a copy with one flipped bit is refused")
         }
 

@@ -2,12 +2,14 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import GuestVaultCluster
+import GuestVaultCore
 import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTPM
 import GuestVaultTPMContainer
 import Logging
+import Synchronization
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,6 +24,18 @@ struct Serve: ParsableCommand {
             Logging: one line per record with the VM's id, to standard error, or appended to
             --log-file (created 0600; a symlink or another user's file is refused). The level
             is --log-level (default: warning; --verbose is --log-level debug).
+
+            Migration (docs/SWTPM-PROTOCOL.md, section 9; docs/MIGRATION-BLOB.md): GET_STATEBLOB
+            hands out the TPM's state sealed with AES-256-GCM under a key derived from the
+            container's DEK, bound to the VM, container, blob type and generation; only a host
+            holding this container (or sent it) can open it, and SET_STATEBLOB accepts only
+            such blobs, refusing older blob sets as a rollback. --migration-key uses swtpm's
+            migration key instead (for migrating to or from swtpm with the same key);
+            --allow-plaintext-migration hands out and accepts plaintext blobs (an swtpm
+            without a key). --migration incoming,release-lock-outgoing hands the container's
+            writer lock over for shared storage, as swtpm 0.8 does.
+            The control channel is unauthenticated: keep it a Unix socket (0600); a TCP
+            control channel needs an explicit address and reaches anyone on that host.
 
             Limits (docs/SWTPM-PROTOCOL.md, section 8): at most --max-control-connections
             control clients at once (others wait in the backlog), a control request must
@@ -75,6 +89,28 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Milliseconds a client may take to read a reply.", valueName: "ms"))
     var writeTimeout: Int32 = TPMServer.Limits().writeTimeout
 
+    @Option(help: ArgumentHelp("swtpm's migration key: file=PATH|fd=N|pwdfile=PATH|pwdfd=N[,mode=aes-128-cbc|aes-256-cbc][,format=hex|binary][,kdf=sha512|pbkdf2]. State blobs leave encrypted with it as swtpm does, and swtpm's are accepted.", valueName: "spec"))
+    var migrationKey: String?
+
+    @Flag(help: "Hand out and accept plaintext state blobs (for an swtpm without a migration key). Logged.")
+    var allowPlaintextMigration = false
+
+    @Option(help: ArgumentHelp("swtpm's --migration: incoming (take the container's writer lock only when the state arrives), release-lock-outgoing (give it up once QEMU took the state). For shared storage.", valueName: "options"))
+    var migration: String?
+
+    /// The migration settings of the server from the options (the swtpm front ends set
+    /// the same fields of ``TPMServer/Migration``).
+    func migrationSettings() throws -> TPMServer.Migration {
+        var settings = TPMServer.Migration(allowPlaintext: allowPlaintextMigration)
+        if let migrationKey {
+            do { settings.key = try MigrationKeySpec(parsing: migrationKey) } catch { throw ValidationError(ErrorChain.message(of: error)) }
+        }
+        if let migration {
+            do { try settings.parseSwtpmMigrationOption(migration) } catch { throw ValidationError(ErrorChain.message(of: error)) }
+        }
+        return settings
+    }
+
     /// The logger the CLI chooses: a line per record, to standard error or the log file.
     func makeLogger() throws -> Logger {
         let level: Logger.Level
@@ -104,13 +140,18 @@ struct Serve: ParsableCommand {
         guard maxControlConnections >= 1, requestTimeout >= 1, writeTimeout >= 1 else {
             throw ValidationError("--max-control-connections, --request-timeout and --write-timeout must be at least 1")
         }
+        let migrationSettings = try migrationSettings()
+        // Catch SIGTERM/SIGINT before any socket listens: a supervisor that sees the
+        // sockets may stop us at once, and that request must not be lost.
+        StopSignals.install()
         var logger = try makeLogger()
         // In a cluster the session takes the VM's lease and gives the server a storage
         // whose commits are visible only while this member owns the VM; on lease loss
-        // the server stops (fail-stop).
+        // the server stops (fail-stop). Live migration is not offered there (yet).
         let stopper = ServerStopper()
         let failureLogger = logger
-        let cluster = try ClusterCommand.serveSession(state: state, vault: vault, wait: clusterWait) { reason in
+        let cluster = try ClusterCommand.serveSession(state: state, vault: vault, wait: clusterWait,
+                                                      incomingMigration: migrationSettings.incoming) { reason in
             failureLogger.critical("\(reason.message)")
             stopper.stop()
         }
@@ -120,13 +161,16 @@ struct Serve: ParsableCommand {
             logger[metadataKey: "vm"] = "\(cluster.ownership.vm)"
             storage = cluster.storage
         } else {
-            let container = try GuestStateContainer.open(at: state, access: .readWrite)
-            try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+            // An incoming migration on shared storage does not take the writer lock until the
+            // state arrives (the source still holds it).
+            let container = try GuestStateContainer.open(at: state, access: migrationSettings.incoming ? .readOnly : .readWrite)
+            let keyVault = try vault.open()
+            try container.unlock(with: UnlockCredentials(vault: keyVault), allowRollback: allowRollback)
             guard container.entryNames.contains(EntryName.tpmPermanent) else {
                 throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
             }
             logger[metadataKey: "vm"] = "\(container.info.vm.uuidString.lowercased())"
-            let containerStorage = ContainerTPMStorage(container: container)
+            let containerStorage = ContainerTPMStorage(container: container, vault: keyVault)
             plain = containerStorage
             storage = containerStorage
         }
@@ -136,24 +180,51 @@ struct Serve: ParsableCommand {
             storage: storage,
             configuration: .init(dataAddress: data, controlAddress: control,
                                  notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear"),
-                                 limits: limits),
-            logger: logger)
+                                 limits: limits, migration: migrationSettings),
+            logger: logger, migrationHost: plain)
         stopper.set(server)
-
-        signal(SIGTERM, SIG_IGN)
-        signal(SIGINT, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
-        let queue = DispatchQueue(label: "guestvault.signals")
-        let sources = [SIGTERM, SIGINT].map { DispatchSource.makeSignalSource(signal: $0, queue: queue) }
-        for source in sources {
-            source.setEventHandler { server.requestStop() }
-            source.resume()
+        // A SIGTERM that came while the server was being set up (its sockets already
+        // listen, so a supervisor may send one) is acted on now; later ones by the watcher.
+        StopSignals.forward(to: server)
+        if case .tcp = control {
+            logger.warning("the control channel is TCP \(control): it is unauthenticated; anyone who can reach it can stop or reset the TPM (state blobs on it stay sealed\(migrationSettings.allowPlaintext ? ", except: --allow-plaintext-migration is on" : ""))")
         }
+        if migrationSettings.allowPlaintext {
+            logger.warning("--allow-plaintext-migration: the TPM's state blobs leave and enter in plaintext on the control channel")
+        }
+
         logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
         defer { cluster?.release() }
         try server.run()
         try plain?.flush()
-        for source in sources { source.cancel() }
         if let reason = cluster?.storage.stopReason { throw reason }
+    }
+}
+
+/// SIGTERM and SIGINT for `serve`: a handler installed first thing records the request
+/// (an atomic store, async-signal-safe); a watcher thread hands it to the server once
+/// the server exists, so a signal that arrives while the server is being set up is
+/// never lost (nor does it kill the process before the volatile state is stored).
+enum StopSignals {
+    static let requested = Atomic<Bool>(false)
+
+    static func install() {
+        signal(SIGPIPE, SIG_IGN)
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in StopSignals.requested.store(true, ordering: .releasing) }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = SA_RESTART
+        sigaction(SIGTERM, &action, nil)
+        sigaction(SIGINT, &action, nil)
+    }
+
+    static func forward(to server: TPMServer) {
+        // requestStop() is an atomic store, safe from any thread.
+        nonisolated(unsafe) let target = server
+        let thread = Thread {
+            while !StopSignals.requested.load(ordering: .acquiring) { usleep(20_000) }
+            target.requestStop()
+        }
+        thread.start()
     }
 }

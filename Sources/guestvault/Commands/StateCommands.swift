@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultState
@@ -22,10 +23,10 @@ struct Create: ParsableCommand {
     @OptionGroup var vault: VaultOptions
 
     @Option(help: ArgumentHelp("The VM's UUID; the container is bound to it.", valueName: "uuid"))
-    var vm: String
+    var vm: VMIdentifier
 
-    @Option(help: ArgumentHelp("Also wrap the key for this X25519 public key (hex), e.g. a recovery vault's.", valueName: "hex"))
-    var recoveryRecipient: [String] = []
+    @Option(help: ArgumentHelp("Also wrap the key for this X25519 public key (64 hex digits), e.g. a recovery vault's.", valueName: "hex"))
+    var recoveryRecipient: [RecipientKeyArgument] = []
 
     @Flag(help: "Manufacture a TPM 2.0 in the container (SHA-256 PCR bank), as swtpm_setup does.")
     var tpm = false
@@ -44,11 +45,8 @@ struct Create: ParsableCommand {
     }
 
     func run() throws {
-        guard let vmID = UUID(uuidString: vm) else { throw ValidationError("--vm \(vm) is not a UUID") }
-        let recipients = try recoveryRecipient.map { hex -> X25519.PublicKey in
-            guard let bytes = bytes(fromHex: hex), bytes.count == 32 else { throw ValidationError("--recovery-recipient must be 64 hex digits") }
-            return try X25519.PublicKey(rawRepresentation: bytes)
-        }
+        let vmID = vm.uuid
+        let recipients = recoveryRecipient.map(\.key)
         let keyVault = try vault.open()
         let container = try GuestStateContainer.create(
             at: state, vm: vmID, vault: keyVault,
@@ -160,11 +158,13 @@ struct Put: ParsableCommand {
     @Argument(help: ArgumentHelp("The container file.", valueName: "state"))
     var state: String
 
-    @Argument(help: ArgumentHelp("The entry name, e.g. uefi.nvram.", valueName: "name"))
-    var name: String
+    @Argument(help: ArgumentHelp("The entry name, e.g. uefi.nvram (1 to 255 bytes, no control characters).", valueName: "name"))
+    var entry: EntryNameArgument
 
     @Argument(help: ArgumentHelp("The input file, or - for standard input (the default).", valueName: "file"))
-    var file: String?
+    var file: InputPath?
+
+    var name: String { entry.name }
 
     static let blobLimit = 16 << 20
 
@@ -210,10 +210,12 @@ struct Get: ParsableCommand {
     var state: String
 
     @Argument(help: ArgumentHelp("The entry name.", valueName: "name"))
-    var name: String
+    var entry: EntryNameArgument
 
-    @Argument(help: ArgumentHelp("The output file, or - for standard output (the default).", valueName: "file"))
-    var file: String?
+    @Argument(help: ArgumentHelp("The output file, or - for standard output (the default). A regular file there is replaced once the entry has verified; a symlink, device or FIFO is refused.", valueName: "file"))
+    var file: OutputPath?
+
+    var name: String { entry.name }
 
     @Flag(help: "Open even if the vault has seen a newer generation of this VM (an older copy was put back).")
     var allowRollback = false
@@ -221,14 +223,10 @@ struct Get: ParsableCommand {
     func run() throws {
         let container = try GuestStateContainer.open(at: state)
         try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+        // An unpublished staged file is removed when the sink goes away.
         let sink = try ByteSink(file)
-        do {
-            try container.readStream(name) { try sink.write($0) }
-            try sink.finish()
-        } catch {
-            sink.abandon()
-            throw error
-        }
+        try container.readStream(name) { try sink.write($0) }
+        try sink.finish()
     }
 }
 
@@ -265,8 +263,17 @@ struct Rekey: ParsableCommand {
                 if case .vault(let id, let epoch, _) = slot, id == keyVault.rootKeyID { return epoch }
                 return nil
             }.max() ?? 0
-            let target = epoch ?? current + 1
-            guard target != current else { throw ValidationError("the vault slots are already at epoch \(target)") }
+            let target: UInt32
+            if let epoch {
+                target = epoch
+            } else {
+                do {
+                    target = try Checked.next(current, "the next KEK epoch after \(current)")
+                } catch {
+                    throw CLIError(.epochExhausted, "the vault slots of \(state) are at the last KEK epoch (\(current)); rotate the DEK with `guestvault rekey --dek` instead", underlying: error)
+                }
+            }
+            guard target != current else { throw CLIError(.badArguments, "the vault slots are already at epoch \(target)") }
             let generation = try container.rotateKEK(to: target)
             print("Re-wrapped the key of \(state) under KEK epoch \(target); generation \(generation)")
         }

@@ -42,8 +42,8 @@ struct VaultCommand: ParsableCommand {
         @Option(help: ArgumentHelp("The root key object's label in the token (with --pkcs11).", valueName: "label"))
         var keyLabel: String = "guestvault-root"
 
-        @Option(help: ArgumentHelp("scrypt cost for a passphrase vault, as log2 N with r = 8 (default 17: 128 MiB; at most 20: 1 GiB).", valueName: "n"))
-        var scryptLog2N: Int = 17
+        @Option(help: ArgumentHelp("scrypt cost for a passphrase vault, as log2 N with r = 8 (10 to 20; default 17: 128 MiB; 20: 1 GiB).", valueName: "n"))
+        var scryptLog2N = ScryptLog2N(checked: 17)
 
         @Flag(help: "Print the new vault's status as JSON.")
         var json = false
@@ -55,7 +55,6 @@ struct VaultCommand: ParsableCommand {
             } else if token != nil || pinFile != nil {
                 throw ValidationError("--token and --pin-file go with --pkcs11")
             }
-            guard (10...20).contains(scryptLog2N) else { throw ValidationError("--scrypt-log2n must be between 10 and 20") }
         }
 
         func run() throws {
@@ -66,7 +65,7 @@ struct VaultCommand: ParsableCommand {
             } else {
                 created = try KeyVault.createFileVault(
                     at: path, passphrase: vault.passphrase(),
-                    scrypt: .init(n: 1 << UInt64(scryptLog2N), r: 8, p: 1))
+                    scrypt: .init(n: 1 << UInt64(scryptLog2N.value), r: 8, p: 1))
             }
             let status = try created.status()
             if json {

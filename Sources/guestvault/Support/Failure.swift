@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import GuestVaultCore
+
+extension ErrorCode {
+    /// A CLI-level check failed (a demo step, a comparison after a round trip).
+    static let checkFailed = ErrorCode("checkFailed", .integrity)
+    /// The command line names something that does not fit together.
+    static let badArguments = ErrorCode("badArguments", .usage)
+    /// A 32-bit KEK epoch cannot go higher.
+    static let epochExhausted = ErrorCode("epochExhausted", .limit)
+}
+
+/// An error the CLI itself raises (not a library's), in the one error shape.
+struct CLIError: GuestVaultError {
+    let code: ErrorCode
+    let message: String
+    let underlying: (any Error & Sendable)?
+    let location: SourceLocation
+
+    init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil, file: String = #fileID, line: Int = #line) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+        self.location = SourceLocation(file: file, line: line)
+    }
+}
+
+/// The one place where the tool turns an error into what the user sees: one line on
+/// standard error, `guestvault: <message>`, printable characters only, and an exit code
+/// that depends only on the error's category (README, `guestvault --help`), always
+/// below 128.
+enum Failure {
+    /// Exit code of a usage error (a bad flag, a missing argument, an invalid value).
+    static let usageExitCode = ErrorCategory.usage.exitCode
+
+    /// Reports `error` and exits.
+    static func exit(_ error: any Error) -> Never {
+        let (line, code) = describe(error)
+        report(line)
+        Foundation.exit(code)
+    }
+
+    /// Reports a command-line parsing or validation error (ArgumentParser's) and exits 2.
+    static func exitUsage(_ error: any Error) -> Never {
+        var text = GuestVaultCommand.message(for: error)
+        if text.isEmpty { text = String(describing: error) }
+        report(text)
+        Foundation.exit(usageExitCode)
+    }
+
+    /// The line and exit code for `error`.
+    static func describe(_ error: any Error) -> (String, Int32) {
+        if error is ValidationError {
+            return (GuestVaultCommand.message(for: error), usageExitCode)
+        }
+        if let exit = error as? ExitCode {
+            return ("exit \(exit.rawValue)", min(max(exit.rawValue, 1), 127))
+        }
+        if error is any GuestVaultError {
+            return (ErrorChain.message(of: error), ErrorChain.category(of: error).exitCode)
+        }
+        // A Foundation error that no module wrapped: its short text, not a dump of its
+        // domain and user info. Any other error: its own description.
+        let text: String
+        if error is CocoaError || error is POSIXError || type(of: error) is NSError.Type {
+            text = (error as NSError).localizedDescription
+        } else {
+            text = String(describing: error)
+        }
+        return (text, ErrorCategory.failure.exitCode)
+    }
+
+    /// Writes `guestvault: <text>` as one line of printable characters.
+    static func report(_ text: String) {
+        var cleaned = sanitized(text)
+        for prefix in ["Error: ", "error: "] where cleaned.hasPrefix(prefix) { cleaned.removeFirst(prefix.count) }
+        FileHandle.standardError.write(Data("guestvault: \(cleaned)\n".utf8))
+    }
+
+    /// `text` on one line: newlines and tabs become spaces, other control characters
+    /// (and escape sequences a terminal would act on) become `?`, runs of spaces collapse.
+    static func sanitized(_ text: String) -> String {
+        var out = ""
+        var lastWasSpace = false
+        for scalar in text.unicodeScalars {
+            let value = scalar.value
+            let isSpace = scalar == " " || scalar == "\n" || scalar == "\r" || scalar == "\t"
+            if isSpace {
+                if !lastWasSpace && !out.isEmpty { out.append(" ") }
+                lastWasSpace = true
+                continue
+            }
+            lastWasSpace = false
+            if value < 0x20 || value == 0x7f || (0x80..<0xa0).contains(value) || scalar.properties.generalCategory == .format {
+                out.append("?")
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        while out.hasSuffix(" ") { out.removeLast() }
+        return out.isEmpty ? "failed" : out
+    }
+}
