@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "GuestVaultTPM", targets: ["GuestVaultTPM"]),
         .library(name: "GuestVaultTPMContainer", targets: ["GuestVaultTPMContainer"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
+        .library(name: "GuestVaultCluster", targets: ["GuestVaultCluster"]),
         .library(name: "GuestVaultUEFI", targets: ["GuestVaultUEFI"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
@@ -32,6 +33,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        // etcd's JSON gateway (docs/CLUSTER.md): a maintained HTTP client on SwiftNIO.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.100.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.30.0"),
     ],
     targets: [
         // MARK: C bindings: module maps only.
@@ -118,6 +123,26 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: Cluster: VM ownership leases, fencing and cluster-wide rollback counters on etcd.
+        .target(
+            name: "GuestVaultCluster",
+            dependencies: [
+                "GuestVaultCore",
+                "GuestVaultSystem",
+                "GuestVaultState",
+                "GuestVaultTPM",
+                "GuestVaultTPMContainer",
+                "GuestVaultKeys",
+                "GuestVaultCrypto",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
+
         // MARK: UEFI: the OVMF/EDK2 variable store and Secure Boot databases, parsed as hostile input. No I/O.
         .target(
             name: "GuestVaultUEFI",
@@ -137,6 +162,7 @@ let package = Package(
                 "GuestVaultTPM",
                 "GuestVaultTPMContainer",
                 "GuestVaultTransfer",
+                "GuestVaultCluster",
                 "GuestVaultUEFI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -234,6 +260,11 @@ let package = Package(
         .testTarget(
             name: "GuestVaultCLITests",
             dependencies: ["GuestVaultCLI", "GuestVaultCore", "GuestVaultState", "GuestVaultTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultClusterTests",
+            dependencies: ["GuestVaultCluster", "GuestVaultCore", "GuestVaultSystem", "GuestVaultTPM", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
     ]

@@ -9,9 +9,11 @@ if [[ "${1:-}" == "--tests" ]]; then
     # swtpm/swtpm-tools: interop peer; tpm2-tools: TPM client; softhsm2 + p11-kit
     # headers: PKCS#11 token; qemu + seabios: a real VM firmware talking to the vTPM;
     # python3-cryptography: the independent checker of the transfer vectors;
-    # ovmf: UEFI firmware with Secure Boot for the trusted-launch boots.
+    # ovmf: UEFI firmware with Secure Boot for the trusted-launch boots;
+    # etcd-server/etcd-client: the cluster tests start their own etcd members.
     packages+=(swtpm swtpm-tools tpm2-tools softhsm2 libp11-kit-dev
-               qemu-system-x86 seabios openssl time python3 python3-cryptography ovmf)
+               qemu-system-x86 seabios openssl time python3 python3-cryptography ovmf
+               etcd-server etcd-client)
 fi
 
 missing=()
@@ -30,6 +32,17 @@ if (( ${#missing[@]} > 0 )); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Debian's etcd-server package starts a system etcd on 2379/2380: the tests start
+# their own members on free ports, so stop the packaged one and keep it from starting.
+if [[ "${1:-}" == "--tests" ]] && [[ $(id -u) -eq 0 ]] && dpkg-query -W -f='${Status}' etcd-server 2>/dev/null | grep -q "install ok installed"; then
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+        systemctl disable --now etcd >/dev/null 2>&1 || true
+    elif command -v service >/dev/null 2>&1; then
+        service etcd stop >/dev/null 2>&1 || true
+        update-rc.d etcd disable >/dev/null 2>&1 || true
+    fi
 fi
 
 if ! command -v swift >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import GuestVaultCluster
 import GuestVaultCore
 import GuestVaultKeys
 import GuestVaultState
@@ -69,6 +70,9 @@ struct Serve: ParsableCommand {
 
     @Flag(help: "Log every control command (the same as --log-level debug).")
     var verbose = false
+
+    @Option(help: ArgumentHelp("In a cluster (docs/CLUSTER.md): wait up to this many seconds for another member's lease on the VM to end.", valueName: "s"))
+    var clusterWait: Int?
 
     @Option(help: ArgumentHelp("The least level logged: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     var logLevel: String?
@@ -157,28 +161,56 @@ struct Serve: ParsableCommand {
         // sockets may stop us at once, and that request must not be lost.
         StopSignals.install()
         var logger = try makeLogger()
-        // An incoming migration on shared storage does not take the writer lock until the
-        // state arrives (the source still holds it).
-        let container = try GuestStateContainer.open(at: state, access: migrationSettings.incoming ? .readOnly : .readWrite)
-        let keyVault = try vault.open()
-        try container.unlock(with: UnlockCredentials(vault: keyVault), allowRollback: allowRollback)
-        guard container.entryNames.contains(EntryName.tpmPermanent) else {
-            throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
+        // In a cluster the session takes the VM's lease and gives the server a storage
+        // whose commits are visible only while this member owns the VM; on lease loss
+        // the server stops (fail-stop). Live migration is not offered there (yet).
+        let stopper = ServerStopper()
+        let failureLogger = logger
+        let cluster = try ClusterCommand.serveSession(state: state, vault: vault, wait: clusterWait,
+                                                      incomingMigration: migrationSettings.incoming) { reason in
+            failureLogger.critical("\(reason.message)")
+            stopper.stop()
         }
-        logger[metadataKey: "vm"] = "\(container.info.vm.uuidString.lowercased())"
-        let storage = ContainerTPMStorage(container: container, vault: keyVault)
+        let storage: any TPMStateStorage
+        var plain: ContainerTPMStorage?
+        if let cluster {
+            logger[metadataKey: "vm"] = "\(cluster.ownership.vm)"
+            storage = cluster.storage
+        } else {
+            // An incoming migration on shared storage does not take the writer lock until the
+            // state arrives (the source still holds it).
+            let container = try GuestStateContainer.open(at: state, access: migrationSettings.incoming ? .readOnly : .readWrite)
+            let keyVault = try vault.open()
+            try container.unlock(with: UnlockCredentials(vault: keyVault), allowRollback: allowRollback)
+            guard container.entryNames.contains(EntryName.tpmPermanent) else {
+                throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
+            }
+            logger[metadataKey: "vm"] = "\(container.info.vm.uuidString.lowercased())"
+            let containerStorage = ContainerTPMStorage(container: container, vault: keyVault)
+            plain = containerStorage
+            storage = containerStorage
+        }
         let limits = TPMServer.Limits(maximumControlConnections: maxControlConnections, requestTimeout: requestTimeout,
                                       writeTimeout: writeTimeout)
         // Trusted launch: the VARS file exists before the control socket, so a QEMU started
         // when the socket appears finds it; finished (sealed, removed) on every way out.
-        let trusted = try makeTrustedLaunch(storage: storage, logger: logger)
+        let trusted: TrustedLaunchService?
+        if let plain {
+            trusted = try makeTrustedLaunch(storage: plain, logger: logger)
+        } else {
+            guard uefiVars == nil, hostSocket == nil, !checkPolicy else {
+                throw ValidationError("--uefi-vars, --host-socket and --check-policy are not offered for a VM in a cluster yet")
+            }
+            trusted = nil
+        }
         defer { try? trusted?.finish() }
         let server = try TPMServer(
             storage: storage,
             configuration: .init(dataAddress: data, controlAddress: control,
                                  notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear"),
                                  limits: limits, migration: migrationSettings),
-            logger: logger, migrationHost: storage)
+            logger: logger, migrationHost: plain)
+        stopper.set(server)
         // A SIGTERM that came while the server was being set up (its sockets already
         // listen, so a supervisor may send one) is acted on now; later ones by the watcher.
         StopSignals.forward(to: server)
@@ -190,9 +222,11 @@ struct Serve: ParsableCommand {
         }
 
         logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
+        defer { cluster?.release() }
         try server.run()
         try trusted?.finish()
-        try storage.flush()
+        try plain?.flush()
+        if let reason = cluster?.storage.stopReason { throw reason }
     }
 }
 

@@ -1,0 +1,35 @@
+public import GuestVaultCore
+
+extension ErrorCode {
+    /// No etcd endpoint answered within the time allowed, or etcd has no quorum.
+    public static let clusterUnavailable = ErrorCode("clusterUnavailable", .timeout)
+    /// etcd answered with an error or with a reply this client cannot read.
+    public static let clusterProtocol = ErrorCode("clusterProtocol", .peer)
+    /// Another member owns the VM (its lease is alive).
+    public static let clusterOwnedElsewhere = ErrorCode("clusterOwnedElsewhere", .locked)
+    /// This member's ownership of the VM is gone (lease expired or taken over): fenced.
+    public static let clusterFenced = ErrorCode("clusterFenced", .locked)
+    /// A container generation is older than the one etcd recorded for the VM.
+    public static let clusterRollback = ErrorCode("clusterRollback", .rollback)
+    /// The cluster configuration is missing or wrong.
+    public static let clusterConfiguration = ErrorCode("clusterConfiguration", .usage)
+    /// Something the cluster needs was not found (member, VM record).
+    public static let clusterNotFound = ErrorCode("clusterNotFound", .notFound)
+}
+
+/// The one error type of the cluster module: what failed, on which VM, member or
+/// endpoint, and what to do. Never carries key material.
+public struct ClusterError: GuestVaultError {
+    public let code: ErrorCode
+    public let message: String
+    public let underlying: (any Error & Sendable)?
+    public let location: SourceLocation
+
+    public init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil,
+                file: String = #fileID, line: Int = #line) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+        self.location = SourceLocation(file: file, line: line)
+    }
+}
