@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "GuestVaultTPMContainer", targets: ["GuestVaultTPMContainer"]),
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
         .library(name: "GuestVaultUEFI", targets: ["GuestVaultUEFI"]),
+        .library(name: "GuestVaultBackup", targets: ["GuestVaultBackup"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
@@ -87,6 +88,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: Backup and restore of containers (also of running VMs), with a manifest.
+        .target(
+            name: "GuestVaultBackup",
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
+            swiftSettings: strict
+        ),
+
         // MARK: Transfer: the encrypted, authenticated framing that moves sealed state.
         .target(
             name: "GuestVaultTransfer",
@@ -137,6 +145,7 @@ let package = Package(
                 "GuestVaultTPMContainer",
                 "GuestVaultTransfer",
                 "GuestVaultUEFI",
+                "GuestVaultBackup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -222,6 +231,12 @@ let package = Package(
         .testTarget(
             name: "GuestVaultUEFITests",
             dependencies: ["GuestVaultUEFI", "GuestVaultCore", "GuestVaultTestSupport", "GuestVaultCLI"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultBackupTests",
+            dependencies: ["GuestVaultBackup", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultCore", "GuestVaultSystem",
+                           "GuestVaultVectors", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
         .testTarget(
