@@ -34,6 +34,15 @@ public enum RecoveryKeyFile {
         at path: String, passphrase: SecretBytes?, parameters: PasswordKDF.ScryptParameters = .interactive
     ) throws -> X25519.PublicKey {
         let key = try X25519.PrivateKey()
+        try write(key, to: path, passphrase: passphrase, parameters: parameters)
+        return key.publicKey
+    }
+
+    /// Writes `key` as a recovery key file at `path` (which must not exist; 0600). For
+    /// ``create(at:passphrase:parameters:)`` and the vectors.
+    public static func write(
+        _ key: X25519.PrivateKey, to path: String, passphrase: SecretBytes?, parameters: PasswordKDF.ScryptParameters = .interactive
+    ) throws {
         let bytes = try encode(key, passphrase: passphrase, parameters: parameters)
         do {
             try DurableFile.write(bytes, to: path, mode: FileSystem.privateFileMode, .creatingNew)
@@ -42,7 +51,6 @@ public enum RecoveryKeyFile {
         } catch {
             throw VaultError.file(path, "could not write the recovery key", error)
         }
-        return key.publicKey
     }
 
     /// Reads the recovery key at `path`: a regular file of this user or root that no one
