@@ -27,6 +27,8 @@ readonly ALL_TARGETS=(
     FuzzSwtpmStateFile:4096
     FuzzTransferReceiver:8192
     FuzzUEFIVariableStore:32768
+    FuzzRecoveryKeyFile:256
+    FuzzBackupManifest:8192
 )
 # Read-only seed directories used besides Corpus/<Target>/ (relative to FuzzTesting/).
 extra_seeds() {

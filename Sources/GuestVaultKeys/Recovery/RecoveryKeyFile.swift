@@ -70,6 +70,12 @@ public enum RecoveryKeyFile {
         return bytes.count > 5 && bytes[5] == 1
     }
 
+    /// Parses recovery key file bytes (hostile input; the checks of ``load(at:passphrase:)``
+    /// without the file's). For the fuzzers and vectors.
+    public static func parse(_ bytes: [UInt8], passphrase: SecretBytes?, subject: String = "recovery key") throws -> X25519.PrivateKey {
+        try decode(bytes, passphrase: passphrase, subject: subject)
+    }
+
     // MARK: Bytes
 
     /// The file's bytes. `salt` and `nonce` are for vectors only.
