@@ -155,9 +155,10 @@ public enum ContainerBackup {
                               reason: "no readable backup manifest (\(BackupManifest.fileName)) here", underlying: error)
         }
         let manifest = try BackupManifest.parse(manifestBytes, subject: manifestPath)
-        guard FileSystem.isDirectory(target) else {
-            throw BackupError(.backupNotFound, subject: target, reason: "not a directory; make it first (mode 0700)")
+        guard FileSystem.exists(target) else {
+            throw BackupError(.backupNotFound, subject: target, reason: "no such directory; make it first (mode 0700)")
         }
+        try checkDirectory(target)
         let credentials = UnlockCredentials(vault: vault, recipientKeys: recipientKeys)
 
         // 1. Check every copy; place nothing yet.
@@ -252,6 +253,13 @@ public enum ContainerBackup {
                 throw BackupError(.io, subject: directory, reason: "could not make the backup directory", underlying: error)
             }
         }
+        try checkDirectory(directory)
+    }
+
+    /// An existing directory must be a real directory (not a symlink) owned by this user
+    /// or root that no one else can write: another user could otherwise swap or plant
+    /// files in it.
+    static func checkDirectory(_ directory: String) throws {
         let attributes = try? FileManager.default.attributesOfItem(atPath: directory)
         guard let type = attributes?[.type] as? FileAttributeType, type == .typeDirectory else {
             throw BackupError(.backupInsecure, subject: directory, reason: "not a directory (a symlink or a file is never written through)")
@@ -260,7 +268,7 @@ public enum ContainerBackup {
         let mode = (attributes?[.posixPermissions] as? NSNumber)?.uint32Value ?? 0o777
         guard owner == 0 || owner == FileSystem.currentUser, mode & 0o022 == 0 else {
             throw BackupError(.backupInsecure, subject: directory,
-                              reason: "owned by uid \(owner) with mode \(String(mode, radix: 8)): another user could change the backup; use a directory only you can write")
+                              reason: "owned by uid \(owner) with mode \(String(mode, radix: 8)): another user could change what is in it; use a directory only you can write")
         }
     }
 }

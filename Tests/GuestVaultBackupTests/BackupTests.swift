@@ -141,6 +141,13 @@ import Testing
         #expect(refused.status != 0)
         #expect(refused.stderr.contains("owned by uid \(OtherUser.uid)"))
         #expect(try FileManager.default.contentsOfDirectory(atPath: theirs).isEmpty)
+        // Nor a restore into it.
+        try Tool.ok(["backup", "--vault", vault, state, "--to", dir.file("backup")])
+        try FileManager.default.removeItem(atPath: state)
+        let restore = try Tool.guestvault(["restore", "--vault", vault, dir.file("backup"), "--to", theirs])
+        #expect(restore.status != 0)
+        #expect(restore.stderr.contains("owned by uid \(OtherUser.uid)"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: theirs).isEmpty)
         // Nor through a symlink the other user planted.
         let link = FileSystem.join(theirs, "link")
         try OtherUser.symlink(dir.path, at: link)
