@@ -102,7 +102,7 @@ struct Serve: ParsableCommand {
         }
         var logger = try makeLogger()
         let container = try GuestStateContainer.open(at: state, access: .readWrite)
-        try container.unlock(with: vault.credentials(), allowRollback: allowRollback)
+        try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
         guard container.entryNames.contains(EntryName.tpmPermanent) else {
             throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
         }
