@@ -15,7 +15,7 @@ import Testing
     /// The proof: the vault is lost entirely, and the VM comes back on a fresh
     /// vault from a backup (taken while `serve` ran) and the recovery key alone, with
     /// its NV contents and EKs (real libtpms, tpm2-tools).
-    @Test(.enabled(if: Tool.hasTPM2Tools, "tpm2-tools is not installed"))
+    @Test(.enabled(if: Tool.hasTPM2Tools, "tpm2-tools or swtpm_ioctl (swtpm-tools) is not installed"))
     func aVMComesBackOnAFreshVaultFromABackupAndTheRecoveryKeyAlone() throws {
         let dir = TemporaryDirectory("backup-loss")
         let vault = dir.file("vault"), state = dir.file("vm1.state"), key = dir.file("recovery.key"), backup = dir.file("backup")

@@ -102,6 +102,23 @@ import Testing
         #expect(refused.stderr.contains("recipient"))
     }
 
+    /// A verb that works with the vault alone refuses --recovery-key instead of
+    /// ignoring it.
+    @Test func aVerbThatUsesTheVaultAloneRefusesARecoveryKey() throws {
+        let dir = TemporaryDirectory("recovery-cli")
+        let vault = dir.file("vault"), state = dir.file("vm.state"), key = dir.file("recovery.key")
+        try Tool.ok(["vault", "init", "--vault", vault])
+        try Tool.ok(["recovery-key", "new", key])
+        try Tool.ok(["create", "--vault", vault, "--vm", Self.vm.uuidString, state])
+        for arguments in [["vault", "status", "--vault", vault, "--recovery-key", key],
+                          ["rekey", "--vault", vault, "--recovery-key", key, state],
+                          ["serve", "--vault", vault, "--recovery-key", key, state, "--server", "tcp:127.0.0.1:1", "--ctrl", "tcp:127.0.0.1:2"]] {
+            let refused = try Tool.guestvault(arguments)
+            #expect(refused.status != 0, "\(arguments)")
+            #expect(refused.stderr.contains("--recovery-key is not used here"), "\(arguments): \(refused.stderr)")
+        }
+    }
+
     @Test func aPassphraseProtectedRecoveryKeyNeedsItsPassphrase() throws {
         let dir = TemporaryDirectory("recovery-cli")
         let vault = dir.file("vault"), state = dir.file("vm.state"), key = dir.file("recovery.key")

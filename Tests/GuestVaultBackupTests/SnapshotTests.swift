@@ -12,7 +12,7 @@ import Testing
     /// The proof: a VM whose NV changed after the snapshot gets the snapshot's
     /// NV back on revert (real libtpms through `guestvault serve` and tpm2-tools), the
     /// generation moves forward, and the revert is recorded.
-    @Test(.enabled(if: Tool.hasTPM2Tools, "tpm2-tools is not installed"))
+    @Test(.enabled(if: Tool.hasTPM2Tools, "tpm2-tools or swtpm_ioctl (swtpm-tools) is not installed"))
     func revertingAVMWhoseNVChangedBringsTheSnapshotsNVBack() throws {
         let dir = TemporaryDirectory("snapshot-nv")
         let vault = dir.file("vault"), state = dir.file("vm.state")

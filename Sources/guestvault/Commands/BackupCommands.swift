@@ -83,7 +83,7 @@ struct RestoreCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let keyVault = try vault.open()
+        let keyVault = try vault.openVault()
         let results = try ContainerBackup.restore(from: backup, to: to, vault: keyVault, recipientKeys: vault.recoveryKeys(),
                                                   allowRollback: allowRollback)
         try keyVault.counters.flush()

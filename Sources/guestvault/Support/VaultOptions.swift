@@ -41,8 +41,17 @@ struct VaultOptions: ParsableArguments {
         return try readSecretFile(file, what: "passphrase")
     }
 
-    /// Opens the vault.
+    /// Opens the vault, for a verb that uses the vault alone: a --recovery-key given to
+    /// such a verb is refused rather than ignored.
     func open() throws -> KeyVault {
+        guard recoveryKeyFiles.isEmpty else {
+            throw ValidationError("this verb works with the vault only; --recovery-key is not used here (give the container to a vault first: `guestvault rekey --recovery-key FILE --to-vault DIR STATE`)")
+        }
+        return try openVault()
+    }
+
+    /// Opens the vault whether or not recovery keys were given too.
+    func openVault() throws -> KeyVault {
         try KeyVault.open(at: resolvedPath(), passphrase: passphrase())
     }
 
@@ -62,7 +71,7 @@ struct VaultOptions: ParsableArguments {
     /// any recovery keys.
     func credentials() throws -> UnlockCredentials {
         let keys = try recoveryKeys()
-        let vault = keys.isEmpty || namesVault ? try open() : nil
+        let vault = keys.isEmpty || namesVault ? try openVault() : nil
         return UnlockCredentials(vault: vault, recipientKeys: keys)
     }
 }
