@@ -17,7 +17,7 @@ struct VaultOptions: ParsableArguments {
     var passphraseFile: String?
 
     @Option(name: .customLong("recovery-key"), help: ArgumentHelp(
-        "An offline recovery key file (`guestvault recovery-key new`) that opens the container's recovery slot; with it the vault may be left out. Repeatable.",
+        "An offline recovery key file (`guestvault recovery-key new`) that opens the container's recovery slot; with it the vault may be left out. Repeatable. Verbs that need the vault itself refuse it.",
         valueName: "file"))
     var recoveryKeyFiles: [String] = []
 
