@@ -23,6 +23,7 @@ let package = Package(
         .library(name: "GuestVaultTransfer", targets: ["GuestVaultTransfer"]),
         .library(name: "GuestVaultCluster", targets: ["GuestVaultCluster"]),
         .library(name: "GuestVaultUEFI", targets: ["GuestVaultUEFI"]),
+        .library(name: "GuestVaultBackup", targets: ["GuestVaultBackup"]),
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
@@ -89,6 +90,13 @@ let package = Package(
         .target(
             name: "GuestVaultState",
             dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultSystem"],
+            swiftSettings: strict
+        ),
+
+        // MARK: Backup and restore of containers (also of running VMs), with a manifest.
+        .target(
+            name: "GuestVaultBackup",
+            dependencies: ["GuestVaultCore", "GuestVaultCrypto", "GuestVaultKeys", "GuestVaultState", "GuestVaultSystem"],
             swiftSettings: strict
         ),
 
@@ -164,6 +172,7 @@ let package = Package(
                 "GuestVaultTransfer",
                 "GuestVaultCluster",
                 "GuestVaultUEFI",
+                "GuestVaultBackup",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -255,6 +264,12 @@ let package = Package(
             name: "GuestVaultTrustedLaunchTests",
             dependencies: ["GuestVaultTPMContainer", "GuestVaultTPM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCore", "GuestVaultCrypto", "GuestVaultSystem",
                            "GuestVaultUEFI", "GuestVaultTestSupport", "GuestVaultCLI"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "GuestVaultBackupTests",
+            dependencies: ["GuestVaultBackup", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultCore", "GuestVaultSystem",
+                           "GuestVaultVectors", "GuestVaultTestSupport", "GuestVaultCLI"],
             swiftSettings: strict
         ),
         .testTarget(

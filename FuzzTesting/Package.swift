@@ -57,6 +57,13 @@ let package = Package(
             .product(name: "GuestVaultTPM", package: "GuestVault"),
             .product(name: "GuestVaultCore", package: "GuestVault"),
         ]),
+        fuzzTarget("FuzzRecoveryKeyFile", [
+            .product(name: "GuestVaultKeys", package: "GuestVault"),
+            .product(name: "GuestVaultCrypto", package: "GuestVault"),
+        ]),
+        fuzzTarget("FuzzBackupManifest", [
+            .product(name: "GuestVaultBackup", package: "GuestVault"),
+        ]),
         fuzzTarget("FuzzTransferReceiver", [
             .product(name: "GuestVaultTransfer", package: "GuestVault"),
             .product(name: "GuestVaultTransferTesting", package: "GuestVault"),

@@ -29,6 +29,8 @@ readonly ALL_TARGETS=(
     FuzzTransferReceiver:8192
     FuzzUEFIVariableStore:32768
     FuzzBootPolicy:2048
+    FuzzRecoveryKeyFile:256
+    FuzzBackupManifest:8192
 )
 # Read-only seed directories used besides Corpus/<Target>/ (relative to FuzzTesting/).
 extra_seeds() {

@@ -31,7 +31,7 @@ struct GuestVaultCommand: AsyncParsableCommand {
             \(exitCodeTable)
             """,
         version: GuestVaultVersion.string,
-        subcommands: [VaultCommand.self, Create.self, Inspect.self, List.self, Put.self, Get.self, Rekey.self, ImportSwtpm.self, ExportSwtpm.self, Serve.self, Send.self, Receive.self, BenchmarkCommand.self, Demo.self, UEFICommand.self, PCRsCommand.self, PolicyCommand.self, ClusterCommand.self]
+        subcommands: [VaultCommand.self, Create.self, Inspect.self, List.self, Put.self, Get.self, Rekey.self, ImportSwtpm.self, ExportSwtpm.self, Serve.self, Send.self, Receive.self, BenchmarkCommand.self, Demo.self, UEFICommand.self, PCRsCommand.self, PolicyCommand.self, RecoveryKeyCommand.self, BackupCommand.self, RestoreCommand.self, SnapshotCommand.self, ClusterCommand.self]
     )
 
     /// The exit codes by category, as listed in README.md.

@@ -139,8 +139,8 @@ struct List: ParsableCommand {
     func run() throws {
         let container = try GuestStateContainer.open(at: state)
         var verified = false
-        if vault.vaultPath != nil || ProcessInfo.processInfo.environment["GUESTVAULT_VAULT"] != nil {
-            try container.unlock(with: UnlockCredentials(vault: vault.open()))
+        if vault.namesVault || !vault.recoveryKeyFiles.isEmpty {
+            try container.unlock(with: vault.credentials())
             verified = true
         }
         let entries = container.info.entries
@@ -187,7 +187,7 @@ struct Put: ParsableCommand {
 
     func run() throws {
         let container = try GuestStateContainer.open(at: state, access: .readWrite)
-        try container.unlock(with: UnlockCredentials(vault: vault.open()))
+        try container.unlock(with: vault.credentials())
         let source = try ByteSource(file)
         // Read up to the blob limit; if the input ends there it is a blob.
         var head: [UInt8] = []
@@ -239,7 +239,7 @@ struct Get: ParsableCommand {
 
     func run() throws {
         let container = try GuestStateContainer.open(at: state)
-        try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+        try container.unlock(with: vault.credentials(), allowRollback: allowRollback)
         // An unpublished staged file is removed when the sink goes away.
         let sink = try ByteSink(file)
         try container.readStream(name) { try sink.write($0) }
@@ -255,6 +255,14 @@ struct Rekey: ParsableCommand {
             the sealed entries are not touched. With --dek, a new random DEK replaces the old
             one and every entry is re-encrypted into a new file that replaces the old one
             atomically; passphrase slots are dropped (add them again afterwards).
+
+            With --to-vault DIR, the container is opened with the vault and/or
+            --recovery-key FILE and its key is re-wrapped for the vault in DIR: that vault's
+            slot replaces the other vaults' slots (recovery slots stay), and the new vault
+            keeps its rollback counter from then on.
+
+            Example (the old vault is lost):
+              guestvault rekey --recovery-key /safe/recovery.key --to-vault /var/lib/guestvault/vault vm1.state
             """)
 
     @OptionGroup var vault: VaultOptions
@@ -265,10 +273,33 @@ struct Rekey: ParsableCommand {
     @Flag(help: "Replace the DEK and re-encrypt every entry.")
     var dek = false
 
-    @Option(help: ArgumentHelp("The new KEK epoch (default: the current one plus one).", valueName: "n"))
+    @Option(help: ArgumentHelp("The new KEK epoch (default: the current one plus one; with --to-vault, 1).", valueName: "n"))
     var epoch: UInt32?
 
+    @Option(help: ArgumentHelp("Re-wrap the key for this vault (opened with --to-vault-passphrase-file if it has a passphrase).", valueName: "dir"))
+    var toVault: String?
+
+    @Option(help: ArgumentHelp("A file holding the --to-vault vault's passphrase (mode 0600).", valueName: "file"))
+    var toVaultPassphraseFile: String?
+
+    @Flag(help: "With --to-vault: take the container even if a vault has seen a newer generation of it.")
+    var allowRollback = false
+
+    func validate() throws {
+        if toVault != nil && dek { throw ValidationError("--to-vault and --dek go in two steps: re-wrap first, then rotate the DEK") }
+    }
+
     func run() throws {
+        if let toVault {
+            let newVault = try KeyVault.open(at: toVault, passphrase: toVaultPassphraseFile.map { try readSecretFile($0, what: "passphrase") })
+            let container = try GuestStateContainer.open(at: state, access: .readWrite)
+            let slot = try container.unlock(with: vault.credentials(), allowRollback: allowRollback)
+            let opened = container.slots.slots[slot].kind
+            let generation = try container.adoptVault(newVault, epoch: epoch ?? 1, allowRollback: allowRollback)
+            try container.flush()
+            print("Re-wrapped the key of \(state) (opened by its \(opened) slot) for vault \(toVault); generation \(generation)")
+            return
+        }
         let keyVault = try vault.open()
         let container = try GuestStateContainer.open(at: state, access: .readWrite)
         try container.unlock(with: UnlockCredentials(vault: keyVault))

@@ -153,7 +153,7 @@ struct ExportSwtpm: ParsableCommand {
         let keyOption = try keys.option()
         let key = try keyOption?.load()
         let container = try GuestStateContainer.open(at: state)
-        try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+        try container.unlock(with: vault.credentials(), allowRollback: allowRollback)
         let report = try SwtpmInterop.exportState(from: container, to: swtpmDirectory, key: key, overwrite: force)
         try keyOption?.removeFileIfAsked()
         if json { try printJSON(report); return }

@@ -86,7 +86,7 @@ struct UEFIInput: ParsableArguments {
             return (bytes, "\(input) (VARS file)")
         }
         let container = try GuestStateContainer.open(at: input)
-        try container.unlock(with: UnlockCredentials(vault: vault.open()), allowRollback: allowRollback)
+        try container.unlock(with: vault.credentials(), allowRollback: allowRollback)
         let names = container.entryNames
         let name: String
         if let entry {

@@ -16,6 +16,15 @@ struct VaultOptions: ParsableArguments {
         valueName: "file"))
     var passphraseFile: String?
 
+    @Option(name: .customLong("recovery-key"), help: ArgumentHelp(
+        "An offline recovery key file (`guestvault recovery-key new`) that opens the container's recovery slot; with it the vault may be left out. Repeatable. Verbs that need the vault itself refuse it.",
+        valueName: "file"))
+    var recoveryKeyFiles: [String] = []
+
+    @Option(name: .customLong("recovery-passphrase-file"), help: ArgumentHelp(
+        "A file holding the recovery key's passphrase, if it has one (mode 0600).", valueName: "file"))
+    var recoveryPassphraseFile: String?
+
     /// The vault directory, from the option or the environment.
     func resolvedPath() throws -> String {
         if let vaultPath { return vaultPath }
@@ -32,9 +41,38 @@ struct VaultOptions: ParsableArguments {
         return try readSecretFile(file, what: "passphrase")
     }
 
-    /// Opens the vault.
+    /// Opens the vault, for a verb that uses the vault alone: a --recovery-key given to
+    /// such a verb is refused rather than ignored.
     func open() throws -> KeyVault {
+        guard recoveryKeyFiles.isEmpty else {
+            throw ValidationError("this verb works with the vault only; --recovery-key is not used here (give the container to a vault first: `guestvault rekey --recovery-key FILE --to-vault DIR STATE`)")
+        }
+        return try openVault()
+    }
+
+    /// Opens the vault whether or not recovery keys were given too.
+    func openVault() throws -> KeyVault {
         try KeyVault.open(at: resolvedPath(), passphrase: passphrase())
+    }
+
+    /// Whether a vault was named (option or environment).
+    var namesVault: Bool {
+        vaultPath != nil || !(ProcessInfo.processInfo.environment["GUESTVAULT_VAULT"] ?? "").isEmpty
+    }
+
+    /// The recovery keys given with --recovery-key.
+    func recoveryKeys() throws -> [X25519.PrivateKey] {
+        guard !recoveryKeyFiles.isEmpty else { return [] }
+        let passphrase = try recoveryPassphraseFile.map { try readSecretFile($0, what: "recovery key passphrase") }
+        return try recoveryKeyFiles.map { try RecoveryKeyFile.load(at: $0, passphrase: passphrase) }
+    }
+
+    /// What opens a container: the vault (required unless a recovery key is given) and
+    /// any recovery keys.
+    func credentials() throws -> UnlockCredentials {
+        let keys = try recoveryKeys()
+        let vault = keys.isEmpty || namesVault ? try openVault() : nil
+        return UnlockCredentials(vault: vault, recipientKeys: keys)
     }
 }
 
