@@ -18,4 +18,10 @@ struct GuestVaultCommand: AsyncParsableCommand {
         version: GuestVaultVersion.string,
         subcommands: [VaultCommand.self, Create.self, Inspect.self, List.self, Put.self, Get.self, Rekey.self, ImportSwtpm.self, ExportSwtpm.self, Serve.self, Send.self, Receive.self, BenchmarkCommand.self, Demo.self]
     )
+
+    static func main() async {
+        // Called as swtpm, swtpm_setup or swtpm_ioctl (libvirt, Proxmox): that front end.
+        FrontEndDispatch.runIfCalledByName()
+        await main(nil)
+    }
 }

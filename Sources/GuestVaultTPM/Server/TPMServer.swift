@@ -23,6 +23,9 @@ public final class TPMServer {
         /// Send TPM2_Startup(CLEAR) after each start (for clients that do not).
         public var startupClear: Bool
         public var limits: Limits
+        /// swtpm's --terminate: end when a control channel client closes its connection
+        /// (QEMU going away), instead of waiting for CMD_SHUTDOWN.
+        public var terminateWhenControlCloses = false
 
         public init(dataAddress: StreamSocket.Address?, controlAddress: StreamSocket.Address, notNeedInit: Bool = false,
                     startupClear: Bool = false, limits: Limits = Limits()) {
@@ -153,6 +156,7 @@ public final class TPMServer {
             for connection in controlConnections where ready.contains(connection.socket.descriptor) {
                 if !serviceControl(connection) {
                     controlConnections.removeAll { $0 === connection }
+                    if configuration.terminateWhenControlCloses { shutdownRequested = true }
                 }
                 if shutdownRequested { break }
             }
