@@ -207,6 +207,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "GuestVaultFrontEndTests",
+            dependencies: ["GuestVaultCLI", "GuestVaultTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "GuestVaultCLITests",
             dependencies: ["GuestVaultCLI", "GuestVaultTestSupport"],
             swiftSettings: strict

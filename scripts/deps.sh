@@ -10,7 +10,8 @@ if [[ "${1:-}" == "--tests" ]]; then
     # headers: PKCS#11 token; qemu + seabios: a real VM firmware talking to the vTPM;
     # python3-cryptography: the independent checker of the transfer vectors.
     packages+=(swtpm swtpm-tools tpm2-tools softhsm2 libp11-kit-dev
-               qemu-system-x86 seabios openssl time python3 python3-cryptography)
+               qemu-system-x86 seabios openssl time python3 python3-cryptography
+               libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients ovmf)
 fi
 
 missing=()
@@ -38,4 +39,11 @@ if ! command -v swift >/dev/null 2>&1; then
         echo "error: no Swift toolchain found (GuestVault needs Swift 6.1 or later)" >&2
         exit 1
     fi
+fi
+
+# libvirtd (the front-end tests run it) resolves the libvirt-qemu user and group before
+# it reads qemu.conf; Debian's libvirt-daemon-system would make them.
+if [[ "${1:-}" == "--tests" && $(id -u) -eq 0 ]] && ! getent passwd libvirt-qemu >/dev/null; then
+    getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+    useradd --system -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
 fi

@@ -24,12 +24,17 @@ enum FrontEndDaemon {
     }
 
     /// In the daemon child: leave the parent's session and tell the parent we listen,
-    /// then let go of the pipe.
+    /// then let go of the pipe and of the parent's standard error (as swtpm does; the
+    /// log goes to --log file=).
     static func reportReady() {
         guard ProcessInfo.processInfo.environment[SwtpmFrontEnd.daemonChildVariable] != nil else { return }
         _ = setsid()
         FileHandle.standardOutput.write(Data("ready\n".utf8))
         let null = open("/dev/null", O_WRONLY)
-        if null >= 0 { _ = dup2(null, STDOUT_FILENO); _ = close(null) }
+        if null >= 0 {
+            _ = dup2(null, STDOUT_FILENO)
+            _ = dup2(null, STDERR_FILENO)
+            _ = close(null)
+        }
     }
 }

@@ -8,7 +8,7 @@ enum SwtpmIoctlFrontEnd {
     static let program = "swtpm_ioctl"
 
     static let valued: Set<String> = ["unix", "tcp", "locality"]
-    static let flags: Set<String> = ["shutdown", "init", "stop", "store-volatile", "capabilities", "established", "info", "help", "version"]
+    static let flags: Set<String> = ["shutdown", "init", "stop", "store-volatile", "capabilities", "established", "help", "version"]
     static let short: [Character: String] = [
         "s": "shutdown", "i": "init", "v": "store-volatile", "c": "capabilities", "e": "established", "h": "help", "l": "locality",
     ]
@@ -49,21 +49,26 @@ enum SwtpmIoctlFrontEnd {
         let socket = try StreamSocket.connect(address)
         defer { socket.close() }
         try socket.send(request, timeout: 10_000)
+        // CMD_GET_CAPABILITY answers with the 8-byte capability set alone; the others
+        // with a 4-byte TPM result first.
+        let expected = command.name == "capabilities" ? 8 : (command.name == "established" ? 5 : 4)
         var reply: [UInt8] = []
-        while reply.count < 4 {
+        while reply.count < expected {
             let part = try socket.receive()
             guard !part.isEmpty else { break }
             reply += part
         }
-        guard reply.count >= 4, let result = UInt32(bigEndianBytes: Array(reply[0..<4])) else {
-            throw FrontEndError(.frontEndState, "\(program): \(address) closed the connection without a reply")
+        guard reply.count >= expected, let result = UInt32(bigEndianBytes: Array(reply[0..<4])) else {
+            throw FrontEndError(.frontEndState, "\(program): \(address) closed the connection without a whole reply")
+        }
+        if command.name == "capabilities" {
+            print("ptm capability is 0x\(String(UInt64(bigEndianBytes: Array(reply[0..<8])) ?? 0, radix: 16))")
+            return 0
         }
         guard result == 0 else {
             throw FrontEndError(.frontEndState, "\(program): TPM result from \(command.name): 0x\(String(result, radix: 16))")
         }
         switch command.name {
-        case "capabilities" where reply.count >= 12:
-            print("ptm capability is 0x\(String(UInt64(bigEndianBytes: Array(reply[4..<12])) ?? 0, radix: 16))")
         case "established" where reply.count >= 5:
             print("tpmEstablished is \(reply[4])")
         default: break
