@@ -129,7 +129,9 @@ public final class LibvirtDaemon: @unchecked Sendable {
             for name in names.split(separator: "\n") where !name.isEmpty { _ = try? virsh(["destroy", String(name)]) }
         }
         guard let process else { return }
-        if process.isRunning { kill(process.processIdentifier, SIGTERM) }
+        // SIGKILL: a child of the test process starts with its signal mask, in which
+        // SIGTERM is blocked; the domains are destroyed already.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         if let namespace { Self.killAll(inNamespace: namespace) }
         self.process = nil
