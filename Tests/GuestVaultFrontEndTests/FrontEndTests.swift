@@ -121,4 +121,24 @@ struct FrontEndTests {
         #expect(export.status == 0, "\(export.stderr)")
         #expect(try tpmIdentity(bin: realBin, stateDirectory: back) == swtpmIdentity)
     }
+
+    /// Proxmox's calls: a preallocated zero-filled volume named with file://, --config,
+    /// --runas 0 and --ecc; then swtpm with backend-uri=file:// and --daemon.
+    @Test func proxmoxFileVolume() throws {
+        let volume = directory.file("vm-100-disk-1.raw")
+        #expect(FileManager.default.createFile(atPath: volume, contents: Data(count: 4 << 20)))
+        let setup = try frontEnd(bin, "swtpm_setup", ["--tpmstate", "file://" + volume, "--createek", "--create-ek-cert",
+                                                      "--create-platform-cert", "--lock-nvram", "--config", "/etc/swtpm_setup.conf",
+                                                      "--runas", "0", "--not-overwrite", "--tpm2", "--ecc"])
+        #expect(setup.status == 0, "\(setup.stderr)")
+        let inspect = try runProgram(GuestVaultBinary.path, ["inspect", volume, "--json"])
+        #expect(inspect.status == 0 && inspect.stdout.contains("tpm.permanent"), "\(inspect.stderr)")
+        let socket = directory.file("pve.sock")
+        let started = try frontEnd(bin, "swtpm", ["socket", "--tpmstate", "backend-uri=file://\(volume),mode=0600", "--ctrl",
+                                                  "type=unixio,path=\(socket),mode=0600", "--pid", "file=\(directory.file("pve.pid"))",
+                                                  "--terminate", "--daemon", "--tpm2"])
+        #expect(started.status == 0, "\(started.stderr)")
+        #expect(try frontEnd(bin, "swtpm_ioctl", ["--unix", socket, "-s"]).status == 0)
+        #expect(waitUntil { !FileManager.default.fileExists(atPath: socket) })
+    }
 }
