@@ -273,6 +273,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "GuestVaultFrontEndTests",
+            dependencies: ["GuestVaultCLI", "GuestVaultTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "GuestVaultCLITests",
             dependencies: ["GuestVaultCLI", "GuestVaultCore", "GuestVaultState", "GuestVaultTestSupport"],
             swiftSettings: strict

@@ -13,7 +13,8 @@ if [[ "${1:-}" == "--tests" ]]; then
     # etcd-server/etcd-client: the cluster tests start their own etcd members.
     packages+=(swtpm swtpm-tools tpm2-tools softhsm2 libp11-kit-dev
                qemu-system-x86 seabios openssl time python3 python3-cryptography ovmf
-               etcd-server etcd-client)
+               etcd-server etcd-client
+               libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
 fi
 
 missing=()
@@ -52,4 +53,11 @@ if ! command -v swift >/dev/null 2>&1; then
         echo "error: no Swift toolchain found (GuestVault needs Swift 6.1 or later)" >&2
         exit 1
     fi
+fi
+
+# libvirtd (the front-end tests run it) resolves the libvirt-qemu user and group before
+# it reads qemu.conf; Debian's libvirt-daemon-system would make them.
+if [[ "${1:-}" == "--tests" && $(id -u) -eq 0 ]] && ! getent passwd libvirt-qemu >/dev/null; then
+    getent group libvirt-qemu >/dev/null || groupadd --system libvirt-qemu
+    useradd --system -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
 fi

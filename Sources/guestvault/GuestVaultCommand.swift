@@ -47,6 +47,8 @@ struct GuestVaultCommand: AsyncParsableCommand {
     /// category).
     static func main() async {
         let hardened = ProcessHardening.apply()
+        // Called as swtpm, swtpm_setup or swtpm_ioctl (libvirt, Proxmox): that front end.
+        FrontEndDispatch.runIfCalledByName()
         var arguments = Array(CommandLine.arguments.dropFirst())
         var levelOption: String?
         if arguments.first == "--log-level", arguments.count >= 2 {

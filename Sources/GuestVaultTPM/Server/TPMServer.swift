@@ -25,6 +25,9 @@ public final class TPMServer {
         public var limits: Limits
         /// State blobs on the control channel and the writer-lock hand-off.
         public var migration: Migration
+        /// swtpm's --terminate: end when a control channel client closes its connection
+        /// (QEMU going away), instead of waiting for CMD_SHUTDOWN.
+        public var terminateWhenControlCloses = false
 
         public init(dataAddress: StreamSocket.Address?, controlAddress: StreamSocket.Address, notNeedInit: Bool = false,
                     startupClear: Bool = false, limits: Limits = Limits(), migration: Migration = Migration()) {
@@ -171,6 +174,7 @@ public final class TPMServer {
             for connection in controlConnections where ready.contains(connection.socket.descriptor) {
                 if !serviceControl(connection) {
                     controlConnections.removeAll { $0 === connection }
+                    if configuration.terminateWhenControlCloses { shutdownRequested = true }
                 }
                 if shutdownRequested { break }
             }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs GuestVault's swtpm-compatible front ends (swtpm, swtpm_setup, swtpm_ioctl)
+# into a directory that an operator puts first in libvirt's (or Proxmox's) PATH.
+#   scripts/install-frontends.sh [--binary PATH] [--vault DIR] DIR
+# --binary: the guestvault binary (default: .build/release/guestvault, else .build/debug).
+# --vault:  the host's vault, when it is not the default /var/lib/guestvault/vault;
+#           then each front end is a two-line wrapper that sets GUESTVAULT_VAULT
+#           (libvirt starts swtpm with a cleared environment). Without it, symlinks.
+# See docs/LIBVIRT.md.
+set -euo pipefail
+
+binary=""
+vault=""
+while (( $# > 1 )); do
+    case "$1" in
+        --binary) binary="$2"; shift 2 ;;
+        --vault) vault="$2"; shift 2 ;;
+        *) echo "install-frontends.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+if (( $# != 1 )); then
+    echo "usage: install-frontends.sh [--binary PATH] [--vault DIR] DIR" >&2
+    exit 2
+fi
+target="$1"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [[ -z "$binary" ]]; then
+    for candidate in "$root/.build/release/guestvault" "$root/.build/debug/guestvault"; do
+        if [[ -x "$candidate" ]]; then binary="$candidate"; break; fi
+    done
+fi
+if [[ -z "$binary" || ! -x "$binary" ]]; then
+    echo "install-frontends.sh: no guestvault binary (build first, or give --binary)" >&2
+    exit 1
+fi
+binary="$(readlink -f "$binary")"
+install -d -m 0755 "$target"
+for name in swtpm swtpm_setup swtpm_ioctl; do
+    rm -f "$target/$name"
+    if [[ -n "$vault" ]]; then
+        printf '#!/bin/sh\nGUESTVAULT_VAULT=%q exec %q %s "$@"\n' "$vault" "$binary" "$name" > "$target/$name"
+        chmod 0755 "$target/$name"
+    else
+        ln -s "$binary" "$target/$name"
+    fi
+done
+echo "Installed swtpm, swtpm_setup, swtpm_ioctl in $target (guestvault: $binary, vault: ${vault:-/var/lib/guestvault/vault})"
