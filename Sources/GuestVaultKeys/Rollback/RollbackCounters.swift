@@ -297,7 +297,7 @@ public final class RollbackCounters: Sendable {
 
     private func encode(_ key: Key, sequence: UInt64, generation: UInt64) throws -> [UInt8] {
         var record = Self.magic + [key.container == nil ? Self.vmRecordVersion : Self.containerRecordVersion, 0, 0, 0]
-        record += bigEndian(sequence) + bigEndian(generation) + KeyLabels.uuidBytes(key.vm)
+        record += sequence.bigEndianBytes + generation.bigEndianBytes + KeyLabels.uuidBytes(key.vm)
         record += Array(try HMACSHA256.authenticationCode(for: macInput(record, key), key: macKey).prefix(Self.macCount))
         return record
     }
@@ -309,22 +309,7 @@ public final class RollbackCounters: Sendable {
         let mac = Array(try HMACSHA256.authenticationCode(for: macInput(body, key), key: macKey).prefix(Self.macCount))
         guard constantTimeEquals(mac, Array(record[40..<64])) else { return nil }
         guard Array(record[24..<40]) == KeyLabels.uuidBytes(key.vm) else { return nil }
-        return (readBigEndian(record, at: 8), readBigEndian(record, at: 16))
+        // The record's length was checked: each slice is exactly 8 bytes.
+        return (UInt64(bigEndianBytes: record[8..<16]) ?? 0, UInt64(bigEndianBytes: record[16..<24]) ?? 0)
     }
-}
-
-func bigEndian(_ value: UInt64) -> [UInt8] {
-    (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * UInt64($0))) }
-}
-
-func bigEndian(_ value: UInt32) -> [UInt8] {
-    (0..<4).map { UInt8(truncatingIfNeeded: value >> (24 - 8 * UInt32($0))) }
-}
-
-func readBigEndian(_ bytes: [UInt8], at offset: Int) -> UInt64 {
-    (0..<8).reduce(0) { $0 << 8 | UInt64(bytes[offset + $1]) }
-}
-
-func readBigEndian32(_ bytes: [UInt8], at offset: Int) -> UInt32 {
-    (0..<4).reduce(0) { $0 << 8 | UInt32(bytes[offset + $1]) }
 }
