@@ -71,7 +71,7 @@ import GuestVaultCrypto
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
         let key = try keys.entryKey(salt: SecureRandom.bytes(count: 16))
         let chunk = ContainerFormat.chunkSize
-        let batch = max(1, threads) * 2
+        let batch = SealedStream.batch(threads: threads)
         let boxes = (0..<batch).map { _ in SealedStream.ChunkBuffer(capacity: chunk) }
         let b = binding("vm.runtime")
         let count = max(1, total / chunk)
@@ -95,7 +95,7 @@ import GuestVaultCrypto
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
         let key = try keys.entryKey(salt: SecureRandom.bytes(count: 16))
         let chunk = ContainerFormat.chunkSize
-        let batch = max(1, threads) * 2
+        let batch = SealedStream.batch(threads: threads)
         let boxes = (0..<batch).map { _ in SealedStream.ChunkBuffer(capacity: chunk) }
         let b = binding("vm.runtime")
         let count = max(1, total / chunk)
