@@ -109,6 +109,29 @@ import Synchronization
         return times.sorted()[times.count / 2]
     }
 
+    /// Median microseconds of a TPM2_GetRandom(16) round trip to `a` and to `b`, each
+    /// over one connection, measured in alternating blocks of 50 so that both see the
+    /// same machine (an idle virtual CPU wakes slower than a busy one: measured one after
+    /// the other, whichever went first in a pair paid for it).
+    public static func getRandomPair(_ a: StreamSocket.Address, _ b: StreamSocket.Address, rounds: Int) throws -> (a: Double, b: Double) {
+        let clients = [try Client(a), try Client(b)]
+        let command = TPMCommand.getRandom(16).bytes
+        var times: [[Double]] = [[], []]
+        for client in clients { for _ in 0..<200 { try client.roundTrip(command) } }
+        for block in 0..<max(1, rounds / 50) {
+            for which in block % 2 == 0 ? [0, 1] : [1, 0] {
+                for _ in 0..<50 {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    let code = try clients[which].roundTrip(command)
+                    let t1 = DispatchTime.now().uptimeNanoseconds
+                    guard code == 0 else { throw TPMEngineError(.malformed, "TPM2_GetRandom answered \(code)") }
+                    times[which].append(Double(t1 - t0) / 1e3)
+                }
+            }
+        }
+        return (times[0].sorted()[times[0].count / 2], times[1].sorted()[times[1].count / 2])
+    }
+
     /// TPM2_NV_DefineSpace of a 64-byte ordinary index (owner auth empty).
     public static func defineNV(_ client: Client, index: UInt32) throws {
         var define = ByteWriter()

@@ -67,7 +67,9 @@ struct TPMBenchmarkRun {
         // Live migration of the blobs between two servers, as QEMU drives it.
         let source = FileSystem.join(scratch, "migrate-source.state"), destination = FileSystem.join(scratch, "migrate-destination.state")
         _ = try Self.run(self_, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", "--ek", source])
-        _ = try Self.run(self_, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm", destination])
+        // The destination holds a copy of the same VM's container, as after a transfer:
+        // state blobs are sealed to their VM and container and another VM's refuses them.
+        try FileManager.default.copyItem(atPath: source, toPath: destination)
         let sourcePort = try Self.freePortPair(), destinationPort = try Self.freePortPair()
         let sourceServer = try Self.start(self_, ["serve", "--vault", vault, source, "--server", "tcp:127.0.0.1:\(sourcePort)",
                                                   "--ctrl", "tcp:127.0.0.1:\(sourcePort + 1)", "--flags", "not-need-init,startup-clear"], port: sourcePort + 1)
@@ -311,17 +313,15 @@ struct FootprintBenchmarkRun {
             }
             var ratios: [Double] = [], gv: [Double] = [], sw: [Double] = []
             for round in 0..<runs {
-                var pair: [Kind: Double] = [:]
-                for kind in round % 2 == 0 ? [Kind.guestvault, .swtpm] : [.swtpm, .guestvault] {
-                    pair[kind] = try ServerFootprint.getRandomRoundTrip(servers[kind]!.data, rounds: 3000)
-                }
-                gv.append(pair[.guestvault]!); sw.append(pair[.swtpm]!)
-                ratios.append(pair[.guestvault]! / pair[.swtpm]!)
+                _ = round
+                let pair = try ServerFootprint.getRandomPair(servers[.guestvault]!.data, servers[.swtpm]!.data, rounds: 3000)
+                gv.append(pair.a); sw.append(pair.b)
+                ratios.append(pair.a / pair.b)
             }
             var goal = BenchmarkCommand.Goal(name: "GetRandom(16) round trip through serve, \(transport)", unit: "us", figure: median(gv), spread: spread(gv),
                                              reference: median(sw), referenceName: "swtpm 0.7.1, same client", referenceSpread: spread(sw),
                                              goal: "<= 1.0 in every run", higherIsBetter: false,
-                                             note: "ratio per run: " + ratios.map { String(format: "%.2f", $0) }.joined(separator: ", "))
+                                             note: "each run: 3,000 round trips to each, alternating blocks of 50; ratio per run: " + ratios.map { String(format: "%.2f", $0) }.joined(separator: ", "))
             goal.runRatios = ratios
             goal.met = ratios.allSatisfy { $0 <= 1.0 }
             add(goal)
