@@ -300,7 +300,7 @@ struct FootprintBenchmarkRun {
             unix[kind] = try start(kind, state: states[kind]!, vault: vault, sockets: FileSystem.join(scratch, "\(kind.rawValue)-sock")).0
         }
         live = unix
-        for (transport, servers) in [("Unix socket", unix)] + [("TCP", [:])] {
+        for (transport, servers, pinned) in [("Unix socket", unix, false), ("Unix socket, client and servers on CPU 0", unix, true), ("TCP", [:], false)] {
             var servers = servers
             if transport == "TCP" {
                 for kind in [Kind.guestvault, .swtpm] { stop(unix[kind]!) }
@@ -314,7 +314,8 @@ struct FootprintBenchmarkRun {
             var ratios: [Double] = [], gv: [Double] = [], sw: [Double] = []
             for round in 0..<runs {
                 _ = round
-                let pair = try ServerFootprint.getRandomPair(servers[.guestvault]!.data, servers[.swtpm]!.data, rounds: 3000)
+                let pair = try ServerFootprint.getRandomPair(servers[.guestvault]!.data, servers[.swtpm]!.data, rounds: 3000,
+                                                             pin: pinned ? [servers[.guestvault]!.process.processIdentifier, servers[.swtpm]!.process.processIdentifier] : [])
                 gv.append(pair.a); sw.append(pair.b)
                 ratios.append(pair.a / pair.b)
             }
