@@ -245,7 +245,7 @@ struct BenchmarkCommand: ParsableCommand {
     private func streamGoals(total: Int, cores: Int, first: (SealingBenchmarks.Rate, SealingBenchmarks.Rate, SealingBenchmarks.Rate, SealingBenchmarks.Rate))
         throws -> [Goal] {
         var rates: [[SealingBenchmarks.Rate]] = [[first.0], [first.1], [first.2], [first.3]]
-        var wall: [Double] = [], cpu: [Double] = []
+        var wall: [Double] = [], cpu: [Double] = [], multi: [Double] = []
         for round in 0..<3 {
             if round > 0 {
                 rates[0].append(try SealingBenchmarks.streamSeal(total: total, threads: 1))
@@ -254,6 +254,7 @@ struct BenchmarkCommand: ParsableCommand {
                 rates[3].append(try SealingBenchmarks.streamOpen(total: total, threads: cores))
             }
             if let w = Self.openSSLSpeed(bytes: 262_144, elapsed: true) { wall.append(w) }
+            if cores > 1, let m = Self.openSSLSpeed(bytes: 262_144, elapsed: true, multi: cores) { multi.append(m) }
             if let c = Self.openSSLSpeed(bytes: 262_144, elapsed: false) { cpu.append(c) }
         }
         guard !wall.isEmpty, !cpu.isEmpty else { return [] }
@@ -269,7 +270,10 @@ struct BenchmarkCommand: ParsableCommand {
                         referenceName: "openssl speed -evp aes-256-gcm -bytes 262144 -elapsed, 1 core", referenceSpread: [wall.min()!, wall.max()!],
                         goal: ">= \(bounds[i])", higherIsBetter: true,
                         note: String(format: "median of %d rounds, interleaved with openssl; per CPU-second %.0f MB/s vs openssl's user-time figure %.0f MB/s (%.2f)",
-                                     mbps.count, median(perCPU), cpuReference, median(perCPU) / cpuReference))
+                                     mbps.count, median(perCPU), cpuReference, median(perCPU) / cpuReference)
+                            + (i % 2 == 1 && !multi.isEmpty
+                               ? String(format: "; openssl speed -multi %d -elapsed, the machine's own %d-core figure in the same rounds: %.0f MB/s (%.2f of it)",
+                                        cores, cores, median(multi), median(mbps) / median(multi)) : ""))
         }
     }
 
@@ -327,7 +331,7 @@ struct BenchmarkCommand: ParsableCommand {
     /// `openssl speed -evp aes-256-gcm -bytes N -seconds 2`, in MB/s, or nil.
     /// With `elapsed`, openssl times wall clock (`-elapsed`); without, its default: user
     /// CPU time.
-    static func openSSLSpeed(bytes: Int, elapsed: Bool = false) -> Double? {
+    static func openSSLSpeed(bytes: Int, elapsed: Bool = false, multi: Int = 1) -> Double? {
         let process = Process()
         // openssl speed stops each run with SIGALRM, which this process's threads keep
         // blocked and a child would inherit blocked: start it through perl with an empty
@@ -335,7 +339,7 @@ struct BenchmarkCommand: ParsableCommand {
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl") else { return nil }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/perl")
         process.arguments = ["-MPOSIX", "-e", "sigprocmask(SIG_SETMASK, POSIX::SigSet->new()); exec @ARGV or die",
-                             "/usr/bin/openssl", "speed"] + (elapsed ? ["-elapsed"] : []) + ["-evp", "aes-256-gcm", "-bytes", String(bytes), "-seconds", "2"]
+                             "/usr/bin/openssl", "speed"] + (elapsed ? ["-elapsed"] : []) + (multi > 1 ? ["-multi", String(multi)] : []) + ["-evp", "aes-256-gcm", "-bytes", String(bytes), "-seconds", "2"]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
