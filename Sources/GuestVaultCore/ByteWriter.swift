@@ -53,7 +53,9 @@ extension FixedWidthInteger {
     }
 
     /// Reads a big-endian value from exactly `MemoryLayout<Self>.size` bytes; nil for any
-    /// other count.
+    /// other count. Inlinable: unspecialized across modules it cost serve's data channel
+    /// more instructions per TPM command than libtpms' GetRandom (docs/PERFORMANCE.md).
+    @inlinable
     public init?<Bytes: Collection>(bigEndianBytes bytes: Bytes) where Bytes.Element == UInt8 {
         guard bytes.count == MemoryLayout<Self>.size else { return nil }
         var value: Self = 0

@@ -23,6 +23,16 @@ enum SealedStream {
     /// How many chunks are processed at once: two per core.
     static var batchChunks: Int { max(2, ProcessInfo.processInfo.activeProcessorCount * 2) }
 
+    /// How many chunks one parallel batch holds with `threads` threads: sixteen per
+    /// thread (4 MiB of 256 KiB chunks), at most 64 chunks (16 MiB) unless there are more
+    /// than 32 threads (then two per thread). Each batch wakes the worker threads and
+    /// waits for the slowest: at two chunks per thread that cost a third of the two-core
+    /// throughput on the reference machine, at sixteen it costs 2-3% (docs/PERFORMANCE.md).
+    static func batch(threads: Int) -> Int {
+        let threads = max(1, threads)
+        return min(threads * 16, max(64, threads * 2))
+    }
+
     /// A chunk buffer owned by one worker at a time: reused for the whole stream so that
     /// sealing a GiB allocates (and page-faults) a few MiB, not a GiB.
     final class ChunkBuffer: @unchecked Sendable {
@@ -46,7 +56,7 @@ enum SealedStream {
         var index: UInt64 = 0
         var total: UInt64 = 0
         var writeOffset = offset
-        let batch = max(1, threads) * 2
+        let batch = Self.batch(threads: threads)
         var slots = (0..<batch).map { _ in ChunkBuffer(capacity: chunkSize) }
         var ahead = ChunkBuffer(capacity: chunkSize)
         var piece = [UInt8](repeating: 0, count: chunkSize)
@@ -162,7 +172,7 @@ enum SealedStream {
         let chunkSize = Int(header.chunkSize)
         var tags = try SHA256()
         var index: UInt64 = 0
-        let batch = max(1, threads) * 2
+        let batch = Self.batch(threads: threads)
         // The chunk size comes from the file: size the buffers by what the stream can
         // hold, not by what its header claims.
         let boxes = (0..<Int(min(UInt64(batch), header.chunkCount))).map { _ in

@@ -1,5 +1,8 @@
 import Dispatch
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import GuestVaultCrypto
 
 /// Measurements behind `guestvault benchmark`, in memory, through the same code paths
@@ -10,6 +13,8 @@ import GuestVaultCrypto
         public let operations: Int
         public let bytes: Int
         public let seconds: Double
+        /// CPU seconds the process spent meanwhile (user + system, all threads).
+        public var cpuSeconds: Double = 0
         public var perSecond: Double { Double(operations) / seconds }
         public var bytesPerSecond: Double { Double(bytes) / seconds }
     }
@@ -23,6 +28,13 @@ import GuestVaultCrypto
             elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         } while elapsed < duration
         return Rate(operations: operations, bytes: operations * bytesPerOperation, seconds: elapsed)
+    }
+
+    /// User + system CPU seconds of this process so far.
+    public static func processCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
     }
 
     static func binding(_ name: String) -> EntryBinding {
@@ -59,10 +71,11 @@ import GuestVaultCrypto
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
         let key = try keys.entryKey(salt: SecureRandom.bytes(count: 16))
         let chunk = ContainerFormat.chunkSize
-        let batch = max(1, threads) * 2
+        let batch = SealedStream.batch(threads: threads)
         let boxes = (0..<batch).map { _ in SealedStream.ChunkBuffer(capacity: chunk) }
         let b = binding("vm.runtime")
         let count = max(1, total / chunk)
+        let cpu = processCPUSeconds()
         let start = DispatchTime.now().uptimeNanoseconds
         var done = 0
         while done < count {
@@ -73,7 +86,7 @@ import GuestVaultCrypto
             done += n
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return Rate(operations: count, bytes: count * chunk, seconds: seconds)
+        return Rate(operations: count, bytes: count * chunk, seconds: seconds, cpuSeconds: processCPUSeconds() - cpu)
     }
 
     /// Opening `total` bytes of 256 KiB stream chunks on `threads` threads (no disk). Each
@@ -82,22 +95,25 @@ import GuestVaultCrypto
         let keys = try EntryKeys(dek: SecretBytes(randomCount: 32), containerID: [UInt8](repeating: 7, count: 16))
         let key = try keys.entryKey(salt: SecureRandom.bytes(count: 16))
         let chunk = ContainerFormat.chunkSize
-        let batch = max(1, threads) * 2
+        let batch = SealedStream.batch(threads: threads)
         let boxes = (0..<batch).map { _ in SealedStream.ChunkBuffer(capacity: chunk) }
         let b = binding("vm.runtime")
         let count = max(1, total / chunk)
         var elapsed: UInt64 = 0
+        var cpu = 0.0
         var done = 0
         while done < count {
             let n = min(batch, count - done)
             for box in boxes { box.count = chunk }
             try SealedStream.sealInPlace(Array(boxes[0..<n]), lastFlags: [Bool](repeating: false, count: n), firstIndex: 0,
                                          key: key, binding: b, threads: threads)
+            let cpu0 = processCPUSeconds()
             let start = DispatchTime.now().uptimeNanoseconds
             try SealedStream.openInPlace(Array(boxes[0..<n]), firstIndex: 0, total: UInt64(batch) + 1, key: key, binding: b, threads: threads)
             elapsed += DispatchTime.now().uptimeNanoseconds - start
+            cpu += processCPUSeconds() - cpu0
             done += n
         }
-        return Rate(operations: count, bytes: count * chunk, seconds: Double(elapsed) / 1e9)
+        return Rate(operations: count, bytes: count * chunk, seconds: Double(elapsed) / 1e9, cpuSeconds: cpu)
     }
 }

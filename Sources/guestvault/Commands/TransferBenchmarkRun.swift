@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultState
@@ -19,7 +20,7 @@ struct TransferBenchmarkRun {
     let mebibytes: Int
     let rounds: Int
 
-    struct Report: Encodable {
+    struct Report: Codable {
         let bytes: UInt64
         let directory: String
         let transferMBps: [Double]
@@ -29,7 +30,7 @@ struct TransferBenchmarkRun {
         let ratio: Double
     }
 
-    func run() throws {
+    func run() throws -> (Report, BenchmarkCommand.Goal) {
         let scratch = FileSystem.join(dir, ".guestvault-transfer-benchmark-\(ProcessInfo.processInfo.processIdentifier)")
         try FileSystem.createDirectory(scratch)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
@@ -62,10 +63,17 @@ struct TransferBenchmarkRun {
         let report = Report(bytes: length, directory: dir, transferMBps: transfer, transferMedianMBps: Self.median(transfer),
                             durableWriteMBps: durable, durableWriteMedianMBps: Self.median(durable),
                             ratio: Self.median(transfer) / Self.median(durable))
-        if json { try printJSON(report) } else {
+        let goal = BenchmarkCommand.Goal(
+            name: "container transfer to disk, \(formatBytes(length))", unit: "MB/s", figure: report.transferMedianMBps,
+            spread: [transfer.min() ?? 0, transfer.max() ?? 0], reference: report.durableWriteMedianMBps,
+            referenceName: "the same bytes written with the receiver's sync pattern, same directory",
+            referenceSpread: [durable.min() ?? 0, durable.max() ?? 0], goal: ">= 0.95", higherIsBetter: true,
+            note: "median of \(rounds) rounds after one warm-up, into \(dir)")
+        if !json {
             print(String(format: "transfer median %.0f MB/s; durable write median %.0f MB/s; ratio %.2f",
                          report.transferMedianMBps, report.durableWriteMedianMBps, report.ratio))
         }
+        return (report, goal)
     }
 
     /// One `guestvault send` to a `guestvault receive`, two processes as two hosts run
@@ -125,23 +133,36 @@ struct TransferBenchmarkRun {
         return table.contains(needle)
     }
 
-    /// `length` bytes written in 1 MiB pieces, fdatasync every 64 MiB and at the end
-    /// (seconds): what the receiver's disk work costs alone.
+    /// `length` bytes written with the receiver's sync pattern (seconds): what its disk
+    /// work costs alone. As ContainerReceiver does: 1 MiB pieces, writeback started every
+    /// 8 MiB, every 64 MiB an fdatasync and the durable acknowledgement file (stage, sync,
+    /// rename, directory sync), an fsync at the end.
     static func durableWrite(_ length: UInt64, in directory: String) throws -> Double {
         let path = FileSystem.join(directory, "durable-write.bin")
-        defer { try? FileSystem.removeFile(path) }
+        let ack = FileSystem.join(directory, "durable-write.ack")
+        defer { try? FileSystem.removeFile(path); try? FileSystem.removeFile(ack) }
         let file = try OpenFile(creating: path)
         let piece = [UInt8](repeating: 0x5a, count: 1 << 20)
+        let writebackEvery: UInt64 = 8 << 20, ackEvery: UInt64 = 64 << 20
         let start = DispatchTime.now().uptimeNanoseconds
         var offset: UInt64 = 0
         while offset < length {
             let count = Int(min(UInt64(piece.count), length - offset))
             try file.write(piece[0..<count], at: Int64(offset))
             offset += UInt64(count)
-            if offset % (64 << 20) == 0 { try file.syncData() }
+            if offset % writebackEvery == 0 { file.startWriteback(at: Int64(offset - writebackEvery), count: Int64(writebackEvery)) }
+            if offset % ackEvery == 0 {
+                try file.syncData()
+                try DurableFile.write(Offset64Bytes.of(offset), to: ack)
+            }
         }
         try file.sync()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+    }
+
+    /// The acknowledgement record's size (an offset and a digest prefix): 16 bytes.
+    enum Offset64Bytes {
+        static func of(_ offset: UInt64) -> [UInt8] { offset.bigEndianBytes + [UInt8](repeating: 0, count: 8) }
     }
 
     /// A container with one `vm.runtime` entry of `mebibytes` MiB; returns its length.
