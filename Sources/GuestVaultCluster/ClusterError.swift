@@ -19,17 +19,5 @@ extension ErrorCode {
 
 /// The one error type of the cluster module: what failed, on which VM, member or
 /// endpoint, and what to do. Never carries key material.
-public struct ClusterError: GuestVaultError {
-    public let code: ErrorCode
-    public let message: String
-    public let underlying: (any Error & Sendable)?
-    public let location: SourceLocation
-
-    public init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil,
-                file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.message = message
-        self.underlying = underlying
-        self.location = SourceLocation(file: file, line: line)
-    }
-}
+public enum ClusterErrorDomain {}
+public typealias ClusterError = DomainError<ClusterErrorDomain>

@@ -1,3 +1,4 @@
+import GuestVaultCore
 /// Where the cluster keeps what its members agree on, under `/guestvault/<cluster>/`:
 ///
 /// | key | value | lifetime |

@@ -1,5 +1,5 @@
 import Foundation
-import GuestVaultCore
+public import GuestVaultCore
 import Synchronization
 
 /// One member's ownership of one VM in the cluster: an etcd lease that this process

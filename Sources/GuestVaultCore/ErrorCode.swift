@@ -145,3 +145,27 @@ public enum ErrorChain {
             .split(whereSeparator: \.isNewline).joined(separator: " ")
     }
 }
+
+/// An error that is no more than its code, message, cause and place: the shape written
+/// once. A module names its own with a domain type, so that `catch let e as ClusterError`
+/// still tells the modules apart:
+///
+/// ```swift
+/// public enum ClusterErrorDomain {}
+/// public typealias ClusterError = DomainError<ClusterErrorDomain>
+/// throw ClusterError(.clusterFenced, "vm …: this member no longer owns it")
+/// ```
+public struct DomainError<Domain>: GuestVaultError {
+    public let code: ErrorCode
+    public let message: String
+    public let underlying: (any Error & Sendable)?
+    public let location: SourceLocation
+
+    public init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil,
+                file: String = #fileID, line: Int = #line) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+        self.location = SourceLocation(file: file, line: line)
+    }
+}

@@ -12,20 +12,8 @@ extension ErrorCode {
 }
 
 /// An error of the boot-integrity policy.
-public struct BootPolicyError: GuestVaultError {
-    public let code: ErrorCode
-    public let message: String
-    public let underlying: (any Error & Sendable)?
-    public let location: SourceLocation
-
-    public init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil,
-                file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.message = message
-        self.underlying = underlying
-        self.location = SourceLocation(file: file, line: line)
-    }
-}
+public enum BootPolicyErrorDomain {}
+public typealias BootPolicyError = DomainError<BootPolicyErrorDomain>
 
 /// The golden PCR values of a known-good boot, sealed in the container as the entry
 /// `policy.pcrs` (docs/TRUSTED-LAUNCH.md): JSON, SHA-256 bank only.

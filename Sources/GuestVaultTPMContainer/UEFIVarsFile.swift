@@ -15,20 +15,8 @@ extension ErrorCode {
 }
 
 /// An error of the VM's plaintext UEFI variable store file.
-public struct UEFIVarsError: GuestVaultError {
-    public let code: ErrorCode
-    public let message: String
-    public let underlying: (any Error & Sendable)?
-    public let location: SourceLocation
-
-    public init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil,
-                file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.message = message
-        self.underlying = underlying
-        self.location = SourceLocation(file: file, line: line)
-    }
-}
+public enum UEFIVarsErrorDomain {}
+public typealias UEFIVarsError = DomainError<UEFIVarsErrorDomain>
 
 /// The VM's UEFI variable store while it runs (docs/TRUSTED-LAUNCH.md): QEMU needs a
 /// plaintext pflash file, so it exists only on tmpfs (0600), made from the container's

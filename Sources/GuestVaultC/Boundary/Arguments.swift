@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 
 /// Checks of what C passes in: NULLs, lengths, UTF-8, flags. Each failure is a usage
 /// error that names the argument; nothing here can trap.

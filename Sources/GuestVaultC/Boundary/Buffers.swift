@@ -1,4 +1,5 @@
 import Glibc
+import GuestVaultCore
 
 /// Buffers handed to C: malloc'ed with a 16-byte prefix that records their size, so
 /// `gv_buffer_free(p)` can zero the whole buffer before freeing it without the caller

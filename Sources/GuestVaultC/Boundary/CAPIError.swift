@@ -14,19 +14,9 @@ extension ErrorCode {
 }
 
 /// The errors the C boundary makes itself (argument checks, callbacks, sealed blobs).
-public struct CAPIError: GuestVaultError {
-    public let code: ErrorCode
-    public let message: String
-    public let underlying: (any Error & Sendable)?
-    public let location: SourceLocation
+public enum CAPIErrorDomain {}
+public typealias CAPIError = DomainError<CAPIErrorDomain>
 
-    public init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil,
-                file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.message = message
-        self.underlying = underlying
-        self.location = SourceLocation(file: file, line: line)
-    }
-
+extension DomainError where Domain == CAPIErrorDomain {
     static func usage(_ message: String) -> CAPIError { CAPIError(.capiUsage, message) }
 }

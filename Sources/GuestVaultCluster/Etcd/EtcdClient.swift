@@ -1,4 +1,5 @@
 internal import AsyncHTTPClient
+import GuestVaultCore
 import Foundation
 internal import NIOCore
 internal import NIOHTTP1

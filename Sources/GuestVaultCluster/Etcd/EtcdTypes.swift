@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultCore
 
 /// One key in etcd with its revisions.
 public struct EtcdKeyValue: Sendable, Equatable {

@@ -1,6 +1,6 @@
 import Foundation
 public import GuestVaultKeys
-import GuestVaultCore
+public import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultState
 import GuestVaultSystem

@@ -1,7 +1,7 @@
 public import GuestVaultState
 public import GuestVaultTPM
 import GuestVaultTPMContainer
-import GuestVaultCore
+public import GuestVaultCore
 import Synchronization
 
 /// The vTPM's storage in cluster mode: every NV change is committed to this owner's
