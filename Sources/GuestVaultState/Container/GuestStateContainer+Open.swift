@@ -140,6 +140,20 @@ extension GuestStateContainer {
     /// seen for this VM unless `allowRollback`. Returns the slot that opened.
     @discardableResult
     public func unlock(with credentials: UnlockCredentials, allowRollback: Bool = false) throws -> Int {
+        do {
+            return try unlockScanned(with: credentials, allowRollback: allowRollback)
+        } catch let error as ContainerError where error.code == .rollback && access == .readOnly {
+            // A reader that scanned the log just before a writer (serve) committed sees
+            // the writer's newer counter: scan once more and check the newer metadata.
+            let fresh = try LogScan.scan(storage)
+            guard fresh.manifest.generation > scan.manifest.generation,
+                  fresh.superblock.containerID == scan.superblock.containerID else { throw error }
+            scan = fresh
+            return try unlockScanned(with: credentials, allowRollback: allowRollback)
+        }
+    }
+
+    private func unlockScanned(with credentials: UnlockCredentials, allowRollback: Bool) throws -> Int {
         let (dek, slot) = try scan.manifest.slots.unwrap(vm: scan.superblock.vm, with: credentials)
         let keys = try EntryKeys(dek: dek, containerID: scan.superblock.containerID)
         let expected = try CommitRecord.authenticator(manifest: scan.manifest, keys: keys, superblockBytes: scan.superblockBytes,
