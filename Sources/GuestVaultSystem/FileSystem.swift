@@ -106,13 +106,6 @@ extension FileSystem {
 }
 
 extension FileSystem {
-    /// Renames `from` to `to`, replacing `to` atomically.
-    public static func rename(_ from: String, to: String) throws {
-        try Syscalls.rename(from, to)
-    }
-}
-
-extension FileSystem {
     /// Makes `to` a new name of the file at `from`, failing (EEXIST) if `to` exists:
     /// a rename that never replaces.
     public static func link(_ from: String, to: String) throws {

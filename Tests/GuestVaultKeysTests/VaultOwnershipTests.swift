@@ -32,7 +32,7 @@ struct VaultOwnershipTests {
         let dir = TemporaryDirectory()
         _ = try KeyVault.createFileVault(at: dir.file("vault"))
         let moved = "\(attacker)/vault"
-        try FileSystem.rename(dir.file("vault"), to: moved)
+        #expect(rename(dir.file("vault"), moved) == 0)
         expectRefused(moved, mentioning: attacker) { _ = try KeyVault.open(at: moved) }
         // Nor is one made there.
         expectRefused(attacker, mentioning: attacker) { _ = try KeyVault.createFileVault(at: "\(attacker)/new") }
