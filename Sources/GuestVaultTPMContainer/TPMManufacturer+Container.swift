@@ -19,3 +19,24 @@ extension TPMManufacturer {
         return report
     }
 }
+
+extension TPMManufacturer {
+    /// `swtpm_setup --reconfigure --pcr-banks`: allocates `banks` in the TPM of
+    /// `container` (unlocked, writable) and commits its new `tpm.permanent` in one
+    /// commit; every other entry (volatile state, NVRAM of the firmware, ...) stays as it
+    /// was. Returns the banks active before; commits nothing when they are already
+    /// `banks`. Needs the process's one TPM slot.
+    @discardableResult
+    public static func reallocatePCRBanks(in container: GuestStateContainer, banks: Set<PCRBank>) throws -> Set<PCRBank> {
+        guard container.entryNames.contains(TPMStateBlob.permanent.entryName) else {
+            throw TPMEngineError(.storage, "\(container.path) holds no TPM to reconfigure")
+        }
+        let permanent = try container.read(TPMStateBlob.permanent.entryName)
+        let (changed, before) = try reallocatePCRBanks(permanent: permanent, banks: banks)
+        if let changed {
+            try container.write(TPMStateBlob.permanent.entryName, changed)
+            try container.commit()
+        }
+        return before
+    }
+}

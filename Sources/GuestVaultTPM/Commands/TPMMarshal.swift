@@ -37,6 +37,7 @@ public enum TPMConstant {
     public static let algCFB: UInt16 = 0x0043
     public static let algNull: UInt16 = 0x0010
     public static let eccNistP256: UInt16 = 0x0003
+    public static let eccNistP384: UInt16 = 0x0004
 
     public static let suClear: UInt16 = 0x0000
     public static let suState: UInt16 = 0x0001
@@ -55,6 +56,10 @@ public enum TPMConstant {
     public static let ccGetRandom: UInt32 = 0x17B
     public static let ccPCRRead: UInt32 = 0x17E
     public static let ccPCRExtend: UInt32 = 0x182
+    public static let ccGetCapability: UInt32 = 0x17A
+
+    /// TPM_CAP_PCRS: the PCR banks and their allocation.
+    public static let capPCRs: UInt32 = 0x0000_0005
 
     /// TPM_RC_INITIALIZE: Startup was already done (harmless at resume).
     public static let rcInitialize: UInt32 = 0x100
