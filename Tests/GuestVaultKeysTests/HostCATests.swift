@@ -97,6 +97,7 @@ import Testing
         switch ek.publicKey {
         case .rsa(let modulus, _): arguments += ["--modulus", hexString(modulus)]
         case .eccP256(let x, let y): arguments += ["--ecc-x", hexString(x), "--ecc-y", hexString(y), "--ecc-curveid", "secp256r1"]
+        case .eccP384(let x, let y): arguments += ["--ecc-x", hexString(x), "--ecc-y", hexString(y), "--ecc-curveid", "secp384r1"]
         }
         let swtpm = try OpenSSLTool.run(arguments, executable: OpenSSLTool.swtpmCert!)
         try #require(swtpm.status == 0, "swtpm_cert: \(swtpm.output)")

@@ -10,7 +10,7 @@ internal import CLibCrypto
 //   version 3, a random positive serial of at most 20 octets (or the one asked for)
 //   issuer       the CA's subject
 //   subject      empty, or CN=<vm id> when the request names one (as swtpm-localca does)
-//   public key   the EK: RSA (2048 or 3072 bits) or ECC NIST P-256
+//   public key   the EK: RSA (2048 or 3072 bits) or ECC NIST P-256 or P-384
 //   subjectAltName, critical: one directoryName with the TPM manufacturer (2.23.133.2.1),
 //                model (2.23.133.2.2) and version (2.23.133.2.3), UTF8Strings
 //   basicConstraints, critical: CA:FALSE
@@ -33,6 +33,31 @@ public enum EndorsementPublicKey: Sendable, Equatable {
     /// The point's big-endian coordinates, 32 bytes each (shorter ones are taken as
     /// having lost leading zeros and are padded back, as swtpm_cert does).
     case eccP256(x: [UInt8], y: [UInt8])
+    /// The point's big-endian coordinates, 48 bytes each (padded back likewise): the
+    /// ECC EK swtpm_setup 0.7.1 makes.
+    case eccP384(x: [UInt8], y: [UInt8])
+}
+
+/// What goes into a platform certificate besides the key, as swtpm_cert `--type platform`
+/// makes it for a TPM 2.0: an X.509 certificate (not a TCG attribute certificate) for the
+/// platform's RSA EK, with the platform manufacturer (2.23.133.5.1.1), model
+/// (2.23.133.5.1.4) and version (2.23.133.5.1.5) in a critical subjectAltName,
+/// basicConstraints CA:FALSE, the authorityKeyIdentifier, keyUsage keyEncipherment and
+/// extendedKeyUsage tcg-kp-PlatformCertificate (2.23.133.8.2).
+public struct PlatformCertificateRequest: Sendable {
+    public var publicKey: EndorsementPublicKey
+    public var platformManufacturer: String = "GuestVault"
+    public var platformModel: String = "QEMU"
+    public var platformVersion: String = "1"
+    /// When set, the subject is `CN=<vmID>` (at most 64 characters); otherwise empty.
+    public var vmID: String?
+    /// Days from now until the certificate expires (1 to 36,500).
+    public var validityDays: Int = 3650
+
+    public init(publicKey: EndorsementPublicKey, vmID: String? = nil) {
+        self.publicKey = publicKey
+        self.vmID = vmID
+    }
 }
 
 /// What goes into one EK certificate besides the key. The defaults are what swtpm
@@ -183,7 +208,7 @@ public final class CertificateAuthority: Sendable, CustomStringConvertible {
         try OpenSSL.check(X509_set_pubkey(cert, endorsementKey), operation, "X509_set_pubkey")
 
         let isECC: Bool
-        if case .eccP256 = request.publicKey { isECC = true } else { isECC = false }
+        if case .rsa = request.publicKey { isECC = false } else { isECC = true }
         try CertificatePlumbing.addExtension(cert, NID_subject_alt_name, critical: true,
                                    value: TCGExtensions.subjectAltName(manufacturer: request.tpmManufacturer,
                                                              model: request.tpmModel, version: request.tpmVersion),
@@ -203,6 +228,57 @@ public final class CertificateAuthority: Sendable, CustomStringConvertible {
     }
 }
 
+extension CertificateAuthority {
+    /// Issues a platform certificate (DER) for `request`, signed with ECDSA-SHA256 (see
+    /// ``PlatformCertificateRequest``). Throws as ``issueEKCertificate(_:)`` does.
+    public func issuePlatformCertificate(_ request: PlatformCertificateRequest) throws -> [UInt8] {
+        let operation = "platform certificate issue"
+        OpenSSL.clearErrors()
+        try CertificatePlumbing.checkText(request.platformManufacturer, "platform manufacturer", maximum: 128, operation)
+        try CertificatePlumbing.checkText(request.platformModel, "platform model", maximum: 128, operation)
+        try CertificatePlumbing.checkText(request.platformVersion, "platform version", maximum: 128, operation)
+        if let vmID = request.vmID { try CertificatePlumbing.checkText(vmID, "VM id", maximum: 64, operation) }
+        guard (1...36_500).contains(request.validityDays) else {
+            throw CryptoError(.invalidInput, operation: operation,
+                              reason: "validity of \(request.validityDays) days; give 1 to 36500")
+        }
+        let endorsementKey = try CertificatePlumbing.endorsementKey(request.publicKey, operation)
+        defer { EVP_PKEY_free(endorsementKey) }
+        let caCert = try CertificatePlumbing.parseCertificate(certificateDER, operation)
+        defer { X509_free(caCert) }
+        let caKey = try CertificatePlumbing.parsePrivateKey(privateKeyDER, operation)
+        defer { EVP_PKEY_free(caKey) }
+        guard let cert = X509_new() else {
+            throw OpenSSL.error(.libraryFailure, operation, "X509_new failed")
+        }
+        defer { X509_free(cert) }
+        try OpenSSL.check(X509_set_version(cert, 2), operation, "X509_set_version")
+        try CertificatePlumbing.setSerial(cert, CertificatePlumbing.randomSerial(), operation)
+        try OpenSSL.check(X509_set_issuer_name(cert, X509_get_subject_name(caCert)), operation, "X509_set_issuer_name")
+        try CertificatePlumbing.setValidity(cert, days: request.validityDays, operation)
+        if let vmID = request.vmID {
+            let name = try CertificatePlumbing.commonNameName(vmID, operation)
+            defer { X509_NAME_free(name) }
+            try OpenSSL.check(X509_set_subject_name(cert, name), operation, "X509_set_subject_name")
+        }
+        try OpenSSL.check(X509_set_pubkey(cert, endorsementKey), operation, "X509_set_pubkey")
+        let isECC: Bool
+        if case .rsa = request.publicKey { isECC = false } else { isECC = true }
+        try CertificatePlumbing.addExtension(cert, NID_subject_alt_name, critical: true,
+                                             value: TCGExtensions.platformAltName(manufacturer: request.platformManufacturer,
+                                                                                  model: request.platformModel,
+                                                                                  version: request.platformVersion),
+                                             operation)
+        try CertificatePlumbing.addExtension(cert, NID_basic_constraints, "critical,CA:FALSE", issuer: nil, operation)
+        try CertificatePlumbing.addExtension(cert, NID_authority_key_identifier, "keyid:always", issuer: caCert, operation)
+        try CertificatePlumbing.addExtension(cert, NID_key_usage, isECC ? "critical,keyAgreement" : "critical,keyEncipherment",
+                                             issuer: nil, operation)
+        try CertificatePlumbing.addExtension(cert, NID_ext_key_usage, critical: false, value: TCGExtensions.platformCertificateKeyPurpose, operation)
+        try CertificatePlumbing.sign(cert, caKey, operation)
+        return try CertificatePlumbing.encode(cert, operation)
+    }
+}
+
 // MARK: - TCG structures (DER)
 
 /// The TCG-defined extension values, encoded here because OpenSSL 3.0 has no type for
@@ -213,6 +289,23 @@ private enum TCGExtensions {
     static let tpmVersion: [UInt32] = [2, 23, 133, 2, 3]
     static let tpmSpecification: [UInt32] = [2, 23, 133, 2, 16]
     static let ekCertificate: [UInt32] = [2, 23, 133, 8, 1]
+    static let platformCertificate: [UInt32] = [2, 23, 133, 8, 2]
+    static let platformManufacturer: [UInt32] = [2, 23, 133, 5, 1, 1]
+    static let platformModel: [UInt32] = [2, 23, 133, 5, 1, 4]
+    static let platformVersion: [UInt32] = [2, 23, 133, 5, 1, 5]
+
+    /// GeneralNames with one directoryName of the platform manufacturer, model and
+    /// version (the TPM 2.0 OIDs swtpm_cert uses), one RDN each, UTF8Strings.
+    static func platformAltName(manufacturer: String, model: String, version: String) -> [UInt8] {
+        func rdn(_ oid: [UInt32], _ value: String) -> [UInt8] {
+            MinimalDER.set(MinimalDER.sequence(MinimalDER.oid(oid) + MinimalDER.utf8(value)))
+        }
+        let name = MinimalDER.sequence(rdn(platformManufacturer, manufacturer) + rdn(platformModel, model) + rdn(platformVersion, version))
+        return MinimalDER.sequence(MinimalDER.tlv(0xA4, name))
+    }
+
+    /// ExtKeyUsageSyntax with tcg-kp-PlatformCertificate.
+    static var platformCertificateKeyPurpose: [UInt8] { MinimalDER.sequence(MinimalDER.oid(platformCertificate)) }
 
     /// GeneralNames holding one directoryName ([4], explicit since Name is a CHOICE)
     /// whose three RDNs are the manufacturer, model and version, one attribute each.
@@ -296,6 +389,7 @@ private enum CertificateCName {
     static let group = CName("group")
     static let publicKey = CName("pub")
     static let p256 = CName("P-256")
+    static let p384 = CName("P-384")
     // OpenSSL 3.0's encoder and decoder contexts keep these pointers, not copies.
     static let der = CName("DER")
     static let privateKeyInfo = CName("PrivateKeyInfo")
@@ -423,6 +517,19 @@ private enum CertificatePlumbing {
             return try point.withUnsafeBufferPointer { encoded in
                 try publicKeyFromData(CertificateCName.ec, "ECC P-256", operation) { builder in
                     OSSL_PARAM_BLD_push_utf8_string(builder, CertificateCName.group.pointer, CertificateCName.p256.pointer, 0) == 1
+                        && OSSL_PARAM_BLD_push_octet_string(builder, CertificateCName.publicKey.pointer, encoded.baseAddress, encoded.count) == 1
+                }
+            }
+        case .eccP384(let x, let y):
+            guard (1...48).contains(x.count), (1...48).contains(y.count) else {
+                throw CryptoError(.invalidPublicKey, operation: operation,
+                                  reason: "ECC P-384 coordinates are \(x.count) and \(y.count) bytes; expected 1 to 48 each")
+            }
+            let point: [UInt8] = [0x04] + [UInt8](repeating: 0, count: 48 - x.count) + x
+                + [UInt8](repeating: 0, count: 48 - y.count) + y
+            return try point.withUnsafeBufferPointer { encoded in
+                try publicKeyFromData(CertificateCName.ec, "ECC P-384", operation) { builder in
+                    OSSL_PARAM_BLD_push_utf8_string(builder, CertificateCName.group.pointer, CertificateCName.p384.pointer, 0) == 1
                         && OSSL_PARAM_BLD_push_octet_string(builder, CertificateCName.publicKey.pointer, encoded.baseAddress, encoded.count) == 1
                 }
             }
