@@ -13,7 +13,7 @@ import Logging
 enum SwtpmSetupFrontEnd {
     static let program = "swtpm_setup"
 
-    static let capabilities = #"{ "type": "swtpm_setup", "features": [ "tpm-2.0", "cmdarg-pwdfile-fd", "tpm2-rsa-keysize-2048", "cmdarg-create-config-files", "cmdarg-reconfigure-pcr-banks" ], "version": "0.7.1" }"#
+    static let capabilities = #"{ "type": "swtpm_setup", "features": [ "tpm-2.0", "cmdarg-pwdfile-fd", "tpm2-rsa-keysize-2048", "tpm2-rsa-keysize-3072", "cmdarg-create-config-files", "cmdarg-reconfigure-pcr-banks" ], "version": "0.7.1" }"#
 
     static let valued: Set<String> = [
         "tpm-state", "tpmstate", "tpm", "swtpm_ioctl", "config", "vmid", "logfile", "keyfile", "keyfile-fd", "pwdfile",
@@ -23,8 +23,8 @@ enum SwtpmSetupFrontEnd {
         "tpm2", "createek", "create-ek-cert", "create-platform-cert", "lock-nvram", "overwrite", "not-overwrite", "ecc",
         "print-capabilities", "reconfigure", "version", "help", "create-config-files",
     ]
-    /// The PCR banks swtpm_setup knows.
-    static let knownBanks: Set<String> = ["sha1", "sha256", "sha384", "sha512"]
+    /// The PCR banks when `--pcr-banks` is not given (swtpm_setup 0.7.1's default).
+    static let defaultBanks: Set<PCRBank> = [.sha256]
 
     static func run(_ arguments: [String]) throws -> Int32 {
         // --create-config-files takes an optional value (`=overwrite,root`, or libvirt's
@@ -46,10 +46,8 @@ enum SwtpmSetupFrontEnd {
         if let runas = args.value("runas") { try FrontEndEnvironment.runAs(runas, program: program) }
         let location = try FrontEndStateLocation(uri: stateText, program: program)
         let logger = try FrontEndEnvironment.logger(program: program, file: args.value("logfile"))
-        if let size = args.value("rsa-keysize"), size != "2048" {
-            throw FrontEndError(.frontEndUnsupported, "\(program): --rsa-keysize \(size) is not supported; GuestVault makes RSA 2048 EKs")
-        }
-        let banks = try args.value("pcr-banks").map { try parseBanks($0) }
+        let rsaEK = try rsaKind(args.value("rsa-keysize"))
+        let banks = try pcrBanks(args.value("pcr-banks"), logger: logger)
         if args.has("overwrite") && args.has("not-overwrite") {
             throw FrontEndError.usage(program, "give --overwrite or --not-overwrite, not both")
         }
@@ -89,15 +87,15 @@ enum SwtpmSetupFrontEnd {
             try imported.flush()
             return 0
         }
-        if let banks, banks != ["sha256"] {
-            throw FrontEndError(.frontEndUnsupported, "\(program): --pcr-banks \(banks.sorted().joined(separator: ",")) is not supported yet; GuestVault's TPMs have the sha256 bank")
-        }
-        if args.has("create-platform-cert") {
-            logger.notice("--create-platform-cert: GuestVault does not issue a platform certificate yet; the EK certificates are made")
-        }
+        // swtpm_setup 0.7.1 makes an RSA EK (--rsa-keysize) and the ECC P-384 EK, with or
+        // without --ecc (which only picks the type of a --create-spk key).
         let options = TPMManufacturer.Options(
-            createEndorsementKeys: args.has("createek") || args.has("create-ek-cert"),
-            issueCertificate: args.has("create-ek-cert") ? try EKCertificates.issuer(vault: vault, vm: vm) : nil)
+            createEndorsementKeys: args.has("createek") || args.has("create-ek-cert") || args.has("create-platform-cert"),
+            issueCertificate: args.has("create-ek-cert") ? try EKCertificates.issuer(vault: vault, vm: vm) : nil,
+            endorsementKeys: [rsaEK, .eccP384],
+            issuePlatformCertificate: args.has("create-platform-cert") ? try EKCertificates.platformIssuer(vault: vault, vm: vm) : nil,
+            lockNVRAM: args.has("lock-nvram"),
+            pcrBanks: banks ?? defaultBanks)
         let container: GuestStateContainer
         if location.hasContainer {
             // --overwrite: a new TPM in the same container, so its generation goes on.
@@ -115,7 +113,8 @@ enum SwtpmSetupFrontEnd {
                 try FileSystem.removeFile(FileSystem.join(directory, name))
             }
         }
-        logger.notice("made a TPM 2.0 for VM \(vm.uuidString.lowercased()) in the sealed container \(location.container)\(report.rsaEKPersistentHandle != nil ? " with EKs (RSA 2048, ECC P-256)" : "")\(report.rsaCertificateBytes != nil ? " and EK certificates from the vault's host CA" : "")\(secret != nil ? "; libvirt's secret is an additional protector" : "")")
+        let keys = (report.endorsementKeys ?? []).map(\.displayName).joined(separator: ", ")
+        logger.notice("made a TPM 2.0 for VM \(vm.uuidString.lowercased()) in the sealed container \(location.container) with PCR banks \(PCRBank.list(options.pcrBanks))\(keys.isEmpty ? "" : " and EKs (\(keys))")\(report.rsaCertificateBytes != nil ? ", EK certificates" : "")\(report.platformCertificateBytes != nil ? ", a platform certificate (NV 0x01c08000)" : "")\(report.rsaCertificateBytes != nil || report.platformCertificateBytes != nil ? " from the vault's host CA\(options.lockNVRAM ? ", write-locked" : "")" : "")\(secret != nil ? "; libvirt's secret is an additional protector" : "")")
         return 0
     }
 
@@ -130,36 +129,70 @@ enum SwtpmSetupFrontEnd {
         return location.impliedVM ?? UUID()
     }
 
-    static func parseBanks(_ text: String) throws -> Set<String> {
-        let banks = Set(text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() })
-        let unknown = banks.subtracting(knownBanks)
-        guard unknown.isEmpty, !banks.isEmpty else {
-            throw FrontEndError.usage(program, "--pcr-banks \(text): unknown bank \(unknown.sorted().joined(separator: ", ")) (sha1, sha256, sha384, sha512)")
+    /// `--rsa-keysize 2048|3072|max` (swtpm_setup's values; max is 3072 with libtpms 0.9).
+    static func rsaKind(_ text: String?) throws -> EndorsementKeyKind {
+        switch text {
+        case nil, "2048": return .rsa2048
+        case "3072", "max": return .rsa3072
+        case let size?:
+            throw FrontEndError(.frontEndUnsupported, "\(program): --rsa-keysize \(size) is not supported; give 2048, 3072 or max (swtpm_setup's values)")
+        }
+    }
+
+    /// `--pcr-banks LIST`: nil when not given or `-` (leave the banks as they are). As
+    /// swtpm_setup does, names the TPM has no bank for are skipped with a log line, and a
+    /// list with none it has is refused.
+    static func pcrBanks(_ value: String?, logger: Logger) throws -> Set<PCRBank>? {
+        let names = (value ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }
+        if names.isEmpty || names == ["-"] { return nil }
+        var banks: Set<PCRBank> = []
+        for name in names {
+            if let bank = PCRBank(rawValue: name) { banks.insert(bank) } else { logger.notice("--pcr-banks: the TPM has no \(name) bank; skipped") }
+        }
+        guard !banks.isEmpty else {
+            throw FrontEndError.usage(program, "--pcr-banks \(names.joined(separator: ",")): none of these banks can be allocated (sha1, sha256, sha384, sha512)")
         }
         return banks
     }
 
     /// `--reconfigure --pcr-banks LIST` on an existing TPM.
-    static func reconfigure(location: FrontEndStateLocation, banks: Set<String>?, vault: KeyVault, logger: Logger) throws -> Int32 {
+    /// TPM2_PCR_Allocate in the container's TPM, committed in one commit; the keys,
+    /// certificates and NV stay. The banks are active from the TPM's next start.
+    static func reconfigure(location: FrontEndStateLocation, banks: Set<PCRBank>?, vault: KeyVault, logger: Logger) throws -> Int32 {
         guard location.hasContainer else {
             throw FrontEndError(.frontEndState, "\(program): --reconfigure: \(location.container) holds no TPM to reconfigure")
         }
-        guard let banks else { throw FrontEndError.usage(program, "--reconfigure needs --pcr-banks") }
-        _ = try location.open(vault: vault)
-        guard banks == ["sha256"] else {
-            throw FrontEndError(.frontEndUnsupported, "\(program): --pcr-banks \(banks.sorted().joined(separator: ",")) is not supported yet; GuestVault's TPMs have the sha256 bank")
+        let container = try location.open(vault: vault)
+        guard let banks else {
+            logger.info("--reconfigure without --pcr-banks: the TPM in \(location.container) stays as it is")
+            return 0
         }
-        logger.info("the TPM in \(location.container) already has the sha256 PCR bank active")
+        let before = try TPMManufacturer.reallocatePCRBanks(in: container, banks: banks)
+        try container.flush()
+        if before == banks {
+            logger.info("the TPM in \(location.container) already has the PCR banks \(PCRBank.list(banks)) active")
+        } else {
+            logger.notice("allocated the PCR banks \(PCRBank.list(banks)) (before: \(PCRBank.list(before))) in the TPM in \(location.container); active from its next start")
+        }
         return 0
     }
 
     static let help = """
         Usage: swtpm_setup --tpm2 --tpm-state DIR|dir://DIR|file://FILE [options]
         GuestVault's swtpm_setup: makes a VM's TPM 2.0 as a sealed container (docs/LIBVIRT.md).
-          --createek --create-ek-cert --create-platform-cert --lock-nvram --ecc
+          --createek                  EKs as swtpm_setup 0.7.1 makes them: RSA (0x81010001, or 0x8101001c
+                                      with --rsa-keysize 3072) and ECC NIST P-384 (0x81010016)
+          --rsa-keysize 2048|3072|max the RSA EK's size (default 2048)
+          --create-ek-cert            EK certificates from the vault's host CA in NV 0x01c00002 (or
+                                      0x01c0001c) and 0x01c00016
+          --create-platform-cert      a platform certificate from the host CA in NV 0x01c08000
+          --lock-nvram                write-lock the certificate indices
+          --ecc                       accepted (swtpm_setup: the type of a --create-spk key)
+          --pcr-banks LIST            PCR banks to allocate: sha1,sha256,sha384,sha512 (default sha256)
+          --reconfigure               with --pcr-banks: allocate them in an existing TPM; keys, NV stay
           --vmid NAME:UUID --logfile FILE --overwrite | --not-overwrite
           --pwdfile-fd N | --pwdfile FILE [--cipher aes-256-cbc]   libvirt's secret: an additional protector
-          --pcr-banks LIST --reconfigure --runas USER --config FILE --print-capabilities
+          --runas USER --config FILE --print-capabilities
           --create-config-files [overwrite|skip-if-exist]
         The vault: $GUESTVAULT_VAULT, or \(FrontEndEnvironment.defaultVault).
         """
