@@ -112,6 +112,15 @@ struct SwtpmSetupOptionTests {
         #expect(FileManager.default.contents(atPath: ours + "/tpm2-00.guestvault") == before)
     }
 
+    /// `--pcr-banks -` keeps libtpms' own allocation, as with swtpm_setup.
+    @Test func pcrBanksDashKeepsLibtpmsAllocation() throws {
+        let (real, ours) = try setupBoth("dash", ["--pcr-banks", "-"])
+        let swtpm = try TPMView.read(bin: realBin, state: real)
+        let guestvault = try TPMView.read(bin: bin, state: ours)
+        #expect(guestvault.activeBanks == swtpm.activeBanks)
+        #expect(guestvault.comparable == swtpm.comparable)
+    }
+
     @Test func optionsSwtpmSetupRefusesAreRefused() throws {
         let state = directory.file("refused")
         for (flags, word) in [(["--rsa-keysize", "4096"], "4096"), (["--pcr-banks", "md5"], "md5")] {

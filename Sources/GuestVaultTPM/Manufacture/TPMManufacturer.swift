@@ -23,13 +23,14 @@ public enum TPMManufacturer {
         public var issuePlatformCertificate: (@Sendable (TPMPublicKey) throws -> [UInt8])?
         /// Write-lock the certificate indices (swtpm_setup's `--lock-nvram`).
         public var lockNVRAM: Bool
-        /// The PCR banks to allocate (each with all 24 PCRs).
-        public var pcrBanks: Set<PCRBank>
+        /// The PCR banks to allocate (each with all 24 PCRs); nil keeps libtpms' own
+        /// allocation (swtpm_setup's `--pcr-banks -`).
+        public var pcrBanks: Set<PCRBank>?
 
         public init(createEndorsementKeys: Bool = false, issueCertificate: (@Sendable (TPMPublicKey) throws -> [UInt8])? = nil,
                     endorsementKeys: [EndorsementKeyKind] = [.rsa2048, .eccP256],
                     issuePlatformCertificate: (@Sendable (TPMPublicKey) throws -> [UInt8])? = nil,
-                    lockNVRAM: Bool = true, pcrBanks: Set<PCRBank> = [.sha256]) {
+                    lockNVRAM: Bool = true, pcrBanks: Set<PCRBank>? = [.sha256]) {
             self.createEndorsementKeys = createEndorsementKeys
             self.issueCertificate = issueCertificate
             self.endorsementKeys = endorsementKeys
@@ -59,7 +60,7 @@ public enum TPMManufacturer {
     /// and the report. Needs the process's one TPM slot.
     public static func manufacture(options: Options) throws -> (permanent: [UInt8], report: Report) {
         let start = DispatchTime.now().uptimeNanoseconds
-        guard !options.pcrBanks.isEmpty else { throw TPMEngineError(.malformed, "a TPM needs at least one PCR bank") }
+        guard options.pcrBanks?.isEmpty != true else { throw TPMEngineError(.malformed, "a TPM needs at least one PCR bank") }
         guard Set(options.endorsementKeys).count == options.endorsementKeys.count else {
             throw TPMEngineError(.malformed, "an endorsement key kind is named twice")
         }
@@ -70,18 +71,18 @@ public enum TPMManufacturer {
         var engine = try TPMEngine.start(storage: storage)
         do {
             try engine.startup()
-            try engine.allocatePCRBanks(options.pcrBanks)
+            if let banks = options.pcrBanks { try engine.allocatePCRBanks(banks) }
             try engine.shutdown()
             try engine.stop()
         } catch {
             try? engine.stop()
             throw error
         }
-        report.pcrBanks = options.pcrBanks.sorted()
 
         engine = try TPMEngine.start(storage: storage)
         do {
             try engine.startup()
+            report.pcrBanks = try engine.activePCRBanks().sorted()
             if options.createEndorsementKeys {
                 report.endorsementKeys = []
                 var platformCertificateMade = false

@@ -95,7 +95,7 @@ enum SwtpmSetupFrontEnd {
             endorsementKeys: [rsaEK, .eccP384],
             issuePlatformCertificate: args.has("create-platform-cert") ? try EKCertificates.platformIssuer(vault: vault, vm: vm) : nil,
             lockNVRAM: args.has("lock-nvram"),
-            pcrBanks: banks ?? defaultBanks)
+            pcrBanks: banks)
         let container: GuestStateContainer
         if location.hasContainer {
             // --overwrite: a new TPM in the same container, so its generation goes on.
@@ -114,7 +114,7 @@ enum SwtpmSetupFrontEnd {
             }
         }
         let keys = (report.endorsementKeys ?? []).map(\.displayName).joined(separator: ", ")
-        logger.notice("made a TPM 2.0 for VM \(vm.uuidString.lowercased()) in the sealed container \(location.container) with PCR banks \(PCRBank.list(options.pcrBanks))\(keys.isEmpty ? "" : " and EKs (\(keys))")\(report.rsaCertificateBytes != nil ? ", EK certificates" : "")\(report.platformCertificateBytes != nil ? ", a platform certificate (NV 0x01c08000)" : "")\(report.rsaCertificateBytes != nil || report.platformCertificateBytes != nil ? " from the vault's host CA\(options.lockNVRAM ? ", write-locked" : "")" : "")\(secret != nil ? "; libvirt's secret is an additional protector" : "")")
+        logger.notice("made a TPM 2.0 for VM \(vm.uuidString.lowercased()) in the sealed container \(location.container) with PCR banks \(PCRBank.list(Set(report.pcrBanks ?? [])))\(keys.isEmpty ? "" : " and EKs (\(keys))")\(report.rsaCertificateBytes != nil ? ", EK certificates" : "")\(report.platformCertificateBytes != nil ? ", a platform certificate (NV 0x01c08000)" : "")\(report.rsaCertificateBytes != nil || report.platformCertificateBytes != nil ? " from the vault's host CA\(options.lockNVRAM ? ", write-locked" : "")" : "")\(secret != nil ? "; libvirt's secret is an additional protector" : "")")
         return 0
     }
 
@@ -139,12 +139,13 @@ enum SwtpmSetupFrontEnd {
         }
     }
 
-    /// `--pcr-banks LIST`: nil when not given or `-` (leave the banks as they are). As
-    /// swtpm_setup does, names the TPM has no bank for are skipped with a log line, and a
-    /// list with none it has is refused.
+    /// `--pcr-banks LIST`: nil for `-` (leave the banks as they are); sha256 (swtpm_setup's
+    /// default) when not given. As swtpm_setup does, names the TPM has no bank for are
+    /// skipped with a log line, and a list with none it has is refused.
     static func pcrBanks(_ value: String?, logger: Logger) throws -> Set<PCRBank>? {
         let names = (value ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }
-        if names.isEmpty || names == ["-"] { return nil }
+        if names.isEmpty { return defaultBanks }
+        if names == ["-"] { return nil }
         var banks: Set<PCRBank> = []
         for name in names {
             if let bank = PCRBank(rawValue: name) { banks.insert(bank) } else { logger.notice("--pcr-banks: the TPM has no \(name) bank; skipped") }
@@ -155,8 +156,7 @@ enum SwtpmSetupFrontEnd {
         return banks
     }
 
-    /// `--reconfigure --pcr-banks LIST` on an existing TPM.
-    /// TPM2_PCR_Allocate in the container's TPM, committed in one commit; the keys,
+    /// `--reconfigure [--pcr-banks LIST]` on an existing TPM: TPM2_PCR_Allocate in the container's TPM, committed in one commit; the keys,
     /// certificates and NV stay. The banks are active from the TPM's next start.
     static func reconfigure(location: FrontEndStateLocation, banks: Set<PCRBank>?, vault: KeyVault, logger: Logger) throws -> Int32 {
         guard location.hasContainer else {
@@ -164,7 +164,7 @@ enum SwtpmSetupFrontEnd {
         }
         let container = try location.open(vault: vault)
         guard let banks else {
-            logger.info("--reconfigure without --pcr-banks: the TPM in \(location.container) stays as it is")
+            logger.info("--reconfigure --pcr-banks -: the TPM in \(location.container) stays as it is")
             return 0
         }
         let before = try TPMManufacturer.reallocatePCRBanks(in: container, banks: banks)
