@@ -72,6 +72,11 @@ struct SwtpmSetupOptionTests {
         #expect(text.contains("2.23.133.8.2"), "extendedKeyUsage tcg-kp-PlatformCertificate")
         #expect(text.contains("2.23.133.5.1.1="), "the platform manufacturer in the subjectAltName")
         #expect(try verify(guestvault.certificates["0x01c08000"] ?? []), "signed by the vault's host CA")
+        // The certificates live in the TPM's NV, and that only sealed in the container.
+        let container = try #require(FileManager.default.contents(atPath: ours + "/tpm2-00.guestvault"))
+        for certificate in guestvault.certificates.values {
+            #expect(container.range(of: Data(certificate.prefix(64))) == nil, "no certificate in plaintext in the container")
+        }
     }
 
     /// Without --lock-nvram the certificate indices stay writable, as with swtpm_setup.
