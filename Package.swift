@@ -274,7 +274,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultFrontEndTests",
-            dependencies: ["GuestVaultCLI", "GuestVaultTestSupport"],
+            dependencies: ["GuestVaultCLI", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(

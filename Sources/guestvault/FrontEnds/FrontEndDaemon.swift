@@ -1,26 +1,35 @@
 import Foundation
+import GuestVaultSystem
 
 /// swtpm's `--daemon`: the parent starts the server as a child in its own session and
 /// returns once the child listens (or failed), as swtpm does.
 enum FrontEndDaemon {
     /// Starts this program again with `arguments` (without --daemon) and waits for the
-    /// child's readiness line on a pipe; the child's errors go to our standard error.
+    /// child's readiness line; the child's errors go to our standard error. The child
+    /// keeps the descriptors we were given (`--key pwdfd=N`, `--migration-key pwdfd=M`).
     static func spawnAndWait(program: String, arguments: [String]) throws -> Int32 {
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        child.arguments = [program] + arguments
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var environment = ProcessInfo.processInfo.environment
         environment[SwtpmFrontEnd.daemonChildVariable] = "1"
-        child.environment = environment
-        let ready = Pipe()
-        child.standardOutput = ready
-        child.standardInput = FileHandle.nullDevice
-        child.standardError = FileHandle.standardError
-        try child.run()
-        let line = ready.fileHandleForReading.readDataToEndOfFile()
-        if String(decoding: line, as: UTF8.self).hasPrefix("ready") { return 0 }
-        child.waitUntilExit()
-        return child.terminationStatus == 0 ? 1 : child.terminationStatus
+        switch try DaemonSpawn.startAndWaitUntilReady(path: executable, arguments: [program] + arguments, environment: environment,
+                                                      keeping: passedDescriptors(arguments)) {
+        case .ready: return 0
+        case .exited(let status): return status == 0 ? 1 : status
+        }
+    }
+
+    /// The descriptors named in the arguments (`pwdfd=N`, `fd=N` of --key and
+    /// --migration-key), which the daemon child reads.
+    static func passedDescriptors(_ arguments: [String]) -> Set<Int32> {
+        var descriptors: Set<Int32> = []
+        for argument in arguments {
+            for item in argument.split(separator: ",") {
+                for prefix in ["pwdfd=", "fd="] where item.hasPrefix(prefix) {
+                    if let descriptor = Int32(item.dropFirst(prefix.count)) { descriptors.insert(descriptor) }
+                }
+            }
+        }
+        return descriptors
     }
 
     /// In the daemon child: leave the parent's session and tell the parent we listen,

@@ -96,7 +96,12 @@ struct FrontEndStateLocation {
         let extra: [(SecretBytes) throws -> KeyProtector] = secret.map { secret in
             [{ dek in try KeyProtector.wrapForPassphrase(dek, passphrase: secret) }]
         } ?? []
-        return try GuestStateContainer.create(at: container, vm: vm, vault: vault, extraSlots: extra)
+        let created = try GuestStateContainer.create(at: container, vm: vm, vault: vault, extraSlots: extra)
+        if let secret {
+            try FrontEndSecret.record(secret, in: created)
+            try created.commit()
+        }
+        return created
     }
 
     /// Opens the container for writing, unlocked with the vault.

@@ -93,6 +93,7 @@ enum SwtpmFrontEnd {
         let container: GuestStateContainer
         if location.hasContainer {
             container = try location.open(vault: vault)
+            if let secret { try FrontEndSecret.check(secret, container: container, path: location.container, program: program, logger: logger) }
         } else if location.hasSwtpmState {
             container = try location.importSwtpmState(vm: location.impliedVM ?? UUID(), vault: vault, secret: secret, key: swtpmKey, logger: logger)
         } else {
