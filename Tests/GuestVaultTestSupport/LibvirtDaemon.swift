@@ -35,20 +35,29 @@ public final class LibvirtDaemon: @unchecked Sendable {
     public let root: String
     public let frontEnds: String?
     public let listenPort: UInt16?
+    /// A directory on tmpfs (under /dev/shm) mounted over /run/guestvault inside the
+    /// namespace, where the domains' `<nvram>` files live (docs/LIBVIRT.md): each daemon
+    /// gets its own, as two hosts would.
+    public let guestVaultRun: String?
     private var process: Process?
     private var namespace: String?
 
     /// - Parameters:
     ///   - root: a fresh directory for the daemon's private directories.
     ///   - listenPort: a TCP port to listen on (for the destination of a migration).
-    public init(root: String, frontEnds: String?, listenPort: UInt16? = nil) {
+    ///   - guestVaultRun: a directory on tmpfs to mount over /run/guestvault.
+    public init(root: String, frontEnds: String?, listenPort: UInt16? = nil, guestVaultRun: String? = nil) {
         self.root = root
         self.frontEnds = frontEnds
         self.listenPort = listenPort
+        self.guestVaultRun = guestVaultRun
     }
 
     /// The private directory that stands in for `path` inside the namespace.
     public func hostPath(_ path: String) -> String {
+        if let guestVaultRun, path == "/run/guestvault" || path.hasPrefix("/run/guestvault/") {
+            return guestVaultRun + path.dropFirst("/run/guestvault".count)
+        }
         for (name, mounted) in Self.mounts where path == mounted || path.hasPrefix(mounted + "/") {
             return root + "/" + name + path.dropFirst(mounted.count)
         }
@@ -87,6 +96,7 @@ public final class LibvirtDaemon: @unchecked Sendable {
         for (name, mounted) in Self.mounts {
             script += "mkdir -p \(mounted)\nmount --bind \(root)/\(name) \(mounted)\n"
         }
+        if let guestVaultRun { script += "mkdir -p /run/guestvault\nmount --bind \(guestVaultRun) /run/guestvault\n" }
         let path = (frontEnds.map { $0 + ":" } ?? "") + "/usr/sbin:/usr/bin:/sbin:/bin"
         script += "exec env -i PATH=\(path) HOME=/root libvirtd \(listenPort != nil ? "--listen " : "")--pid-file \(root)/libvirtd.pid\n"
         try script.write(toFile: "\(root)/start.sh", atomically: true, encoding: .utf8)
