@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import GuestVaultTestSupport
 import Testing
@@ -227,7 +228,8 @@ extension LibvirtTests {
     /// 3. `migrate --live` to a second daemon (its own vault and tmpfs): QEMU carries the
     ///    pflash in its stream and writes it to the destination's file when the VM runs
     ///    there; the destination's container holds the same variables, sealed, and no
-    ///    plaintext VARS remains on either side after the VM stops.
+    ///    plaintext VARS remains on either side after the VM stops; a save and restore
+    ///    there keeps them too.
     @Test(.enabled(if: OVMF.available)) func uefiVariablesFollowTheVM() throws {
         let directory = TemporaryDirectory("gv-libvirt-uefi")
         let (vaultA, vaultB) = (directory.file("vault-a"), directory.file("vault-b"))
@@ -259,13 +261,15 @@ extension LibvirtTests {
         let template = try Data(contentsOf: URL(fileURLWithPath: OVMF.secureTemplate))
 
         // 1. First boot.
-        try source.virshOK(["start", "uefi"])
+        let firstStart = try Self.seconds { try source.virshOK(["start", "uefi"]) }
+        let bootStarted = DispatchTime.now().uptimeNanoseconds
         #expect(FileManager.default.fileExists(atPath: varsA) && mode(of: varsA) == 0o600)
         let booted = waitUntil(attempts: 4000, interval: 100_000) {
             let console = (try? String(contentsOfFile: serial, encoding: .utf8)) ?? ""
             return console.contains("No bootable option") || console.contains("Shell>")
         }
         try #require(booted, "the firmware did not finish: \((try? String(contentsOfFile: serial, encoding: .utf8)) ?? "")")
+        let firmwareSeconds = Double(DispatchTime.now().uptimeNanoseconds - bootStarted) / 1e9
         let written = try #require(FileManager.default.contents(atPath: varsA))
         #expect(written != template, "the firmware wrote its first-boot variables")
         try source.virshOK(["destroy", "uefi"])
@@ -288,7 +292,7 @@ extension LibvirtTests {
         try #require(put.status == 0, "\(put.stderr)")
         let plain = try Data(contentsOf: URL(fileURLWithPath: OVMF.plainTemplate))
         try Data().write(to: URL(fileURLWithPath: serial))
-        try source.virshOK(["start", "--paused", "uefi"])
+        let secondStart = try Self.seconds { try source.virshOK(["start", "--paused", "uefi"]) }
         #expect(FileManager.default.contents(atPath: varsA) == plain, "the file QEMU opened holds the sealed store, not libvirt's copy of the Secure Boot template")
         try source.virshOK(["resume", "uefi"])
         try #require(waitUntil(attempts: 4000, interval: 100_000) {
@@ -297,10 +301,17 @@ extension LibvirtTests {
         let beforeMigration = try #require(FileManager.default.contents(atPath: varsA))
 
         // 3. Live migration to the second daemon.
-        try source.virshOK(["migrate", "--live", "--persistent", "--undefinesource", "uefi", "qemu+tcp://127.0.0.1:\(port)/system",
-                            "--listen-address", "127.0.0.1", "--migrateuri", "tcp://127.0.0.1:\(port + 1)"])
+        let migrationSeconds = try Self.seconds { try source.virshOK(["migrate", "--live", "--persistent", "--undefinesource", "uefi", "qemu+tcp://127.0.0.1:\(port)/system",
+                            "--listen-address", "127.0.0.1", "--migrateuri", "tcp://127.0.0.1:\(port + 1)"]) }
+        print(String(format: "libvirt UEFI: virsh start %.2f s (first, template sealed in), %.2f s (paused, sealed store written), firmware to 'No bootable option' %.1f s, migrate --live %.2f s",
+                     firstStart, secondStart, firmwareSeconds, migrationSeconds))
         #expect(waitUntil(attempts: 1000) { !FileManager.default.fileExists(atPath: varsA) }, "the source's plaintext is removed when its QEMU ends")
         #expect(FileManager.default.fileExists(atPath: varsB))
+        // save and restore on the destination: the same path through QEMU's stream (a
+        // file this time), so the variables survive it too.
+        try destination.virshOK(["save", "uefi", directory.file("uefi.save")])
+        #expect(waitUntil(attempts: 1000) { !FileManager.default.fileExists(atPath: varsB) }, "no plaintext while saved")
+        try destination.virshOK(["restore", directory.file("uefi.save")])
         try destination.virshOK(["destroy", "uefi"])
         #expect(waitUntil(attempts: 1000) { !FileManager.default.fileExists(atPath: varsB) }, "no plaintext after the stop")
         #expect(onlySealed(stateB))
