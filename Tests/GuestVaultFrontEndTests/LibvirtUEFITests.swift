@@ -110,6 +110,9 @@ struct LibvirtNVRAMFileTests {
             try handle.seek(toOffset: UInt64(changed.count - 100))
             try handle.write(contentsOf: changed[(changed.count - 100)...].prefix(1))
             try handle.close()
+            // Sealed while it runs (the next poll), not only at the end.
+            #expect(waitUntil(attempts: 1000) { (try? containerEntry(container, "uefi.vars", vault: vault)) == changed },
+                    "the change was not sealed while the front end ran")
         }
         #expect(first.status == 0, "\(first.stderr)")
         #expect(!FileManager.default.fileExists(atPath: path), "the plaintext is removed at the end")
