@@ -195,7 +195,7 @@ public final class UEFIVarsFile: Sendable {
     }
 
     /// Reads the file at `path` if it is ours: a regular file (not followed through a
-    /// symlink) of this user, no access for group or others, `expectedSize` bytes.
+    /// symlink) of one of `owners`, no access for group or others, `expectedSize` bytes.
     static func readOurs(_ path: String, expectedSize: Int, owners: Set<UInt32>) throws -> [UInt8] {
         let file: OpenFile
         do { file = try SafeOpen.existing(path, mode: .readOnly) } catch {
@@ -203,7 +203,8 @@ public final class UEFIVarsFile: Sendable {
         }
         let status = try file.status()
         guard owners.contains(status.owner), status.mode & 0o077 == 0 else {
-            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; it must be this user's (uid %u) and mode 0600; left alone", path, status.owner, status.mode, FileSystem.currentUser))
+            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; it must be this user's (uid %u)%@ and mode 0600; left alone", path, status.owner, status.mode, FileSystem.currentUser,
+                                                            owners.count > 1 ? " or QEMU's (uids \(owners.sorted().map(String.init).joined(separator: ", ")))" : ""))
         }
         guard status.size == Int64(expectedSize) else {
             throw UEFIVarsError(.uefiVarsChanged, "\(path) is \(status.size) bytes, the sealed store \(expectedSize); a pflash file never changes size, so it was not sealed")

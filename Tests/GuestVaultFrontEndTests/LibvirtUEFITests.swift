@@ -332,3 +332,47 @@ extension LibvirtTests {
         }
     }
 }
+
+extension LibvirtTests {
+    /// QEMU as `libvirt-qemu` with libvirt's dynamic ownership (the DAC model of a
+    /// Debian host; the front ends still run as root, `swtpm_user = "root"`): libvirt's
+    /// nvram file belongs to QEMU's user (uid of libvirt-qemu, 0600), the front end takes
+    /// it (an allowed owner) and seals the firmware's first writes; no plaintext remains.
+    /// (libvirt then logs that it cannot restore the owner of the removed file: harmless.
+    /// `define` takes about a minute here: libvirt's capability probe as libvirt-qemu.)
+    @Test(.enabled(if: OVMF.available && getpwnam("libvirt-qemu") != nil, "needs ovmf and the libvirt-qemu user"))
+    func uefiVariablesWithQEMUAsItsOwnUser() throws {
+        let directory = TemporaryDirectory("gv-libvirt-dac")
+        #expect(chmod(directory.path, 0o711) == 0)
+        let vault = directory.file("vault")
+        try makeVault(vault)
+        let bin = directory.file("bin")
+        try installFrontEnds(into: bin, vault: vault)
+        let run = try MemoryDirectory("gv-run-dac")
+        #expect(chmod(run.path, 0o711) == 0)
+        try FileManager.default.createDirectory(atPath: run.file("nvram"), withIntermediateDirectories: false, attributes: [.posixPermissions: 0o711])
+        let daemon = LibvirtDaemon(root: directory.file("root"), frontEnds: bin, guestVaultRun: run.path,
+                                   qemuSettings: ["user": "\"libvirt-qemu\"", "group": "\"libvirt-qemu\"", "dynamic_ownership": "1"])
+        try daemon.start()
+        defer { daemon.stop() }
+        let uuid = UUID().uuidString.lowercased()
+        let serial = directory.file("serial.log")
+        try Self.uefiDomainXML(name: "dac", uuid: uuid, serial: serial).write(toFile: directory.file("dom.xml"), atomically: true, encoding: .utf8)
+        try daemon.virshOK(["define", directory.file("dom.xml")])
+        try daemon.virshOK(["start", "dac"])
+        let vars = daemon.hostPath("/run/guestvault/nvram/\(uuid)_VARS.fd")
+        let owner = try FileManager.default.attributesOfItem(atPath: vars)[.ownerAccountID] as? NSNumber
+        print("libvirt UEFI (QEMU as libvirt-qemu): the nvram file belongs to uid \(owner?.stringValue ?? "?"), mode \(String(mode(of: vars), radix: 8))")
+        // The firmware's first writes (QEMU, as libvirt-qemu, writing the file it owns);
+        // no need to wait for the whole boot.
+        let template = try Data(contentsOf: URL(fileURLWithPath: OVMF.secureTemplate))
+        try #require(waitUntil(attempts: 4000, interval: 100_000) { FileManager.default.contents(atPath: vars) != template },
+                     "the firmware wrote nothing: \((try? String(contentsOfFile: serial, encoding: .utf8)) ?? "")")
+        try daemon.virshOK(["destroy", "dac"])
+        #expect(waitUntil(attempts: 1000) { !FileManager.default.fileExists(atPath: vars) }, "no plaintext after the stop")
+        let state = daemon.hostPath("/var/lib/libvirt/swtpm/\(uuid)/tpm2")
+        let sealed = try #require(try containerEntry(state + "/tpm2-00.guestvault", "uefi.vars", vault: vault))
+        #expect(sealed != template, "QEMU's writes were sealed")
+        #expect(onlySealed(state))
+    }
+}

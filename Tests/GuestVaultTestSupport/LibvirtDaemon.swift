@@ -39,6 +39,9 @@ public final class LibvirtDaemon: @unchecked Sendable {
     /// namespace, where the domains' `<nvram>` files live (docs/LIBVIRT.md): each daemon
     /// gets its own, as two hosts would.
     public let guestVaultRun: String?
+    /// qemu.conf settings that replace the harness's (for example `user` and `group`:
+    /// QEMU as `libvirt-qemu`, as on a host with libvirt's DAC model).
+    public let qemuSettings: [String: String]
     private var process: Process?
     private var namespace: String?
 
@@ -46,7 +49,8 @@ public final class LibvirtDaemon: @unchecked Sendable {
     ///   - root: a fresh directory for the daemon's private directories.
     ///   - listenPort: a TCP port to listen on (for the destination of a migration).
     ///   - guestVaultRun: a directory on tmpfs to mount over /run/guestvault.
-    public init(root: String, frontEnds: String?, listenPort: UInt16? = nil, guestVaultRun: String? = nil) {
+    public init(root: String, frontEnds: String?, listenPort: UInt16? = nil, guestVaultRun: String? = nil, qemuSettings: [String: String] = [:]) {
+        self.qemuSettings = qemuSettings
         self.root = root
         self.frontEnds = frontEnds
         self.listenPort = listenPort
@@ -74,18 +78,11 @@ public final class LibvirtDaemon: @unchecked Sendable {
             try FileManager.default.createDirectory(atPath: "\(root)/\(name)", withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o755])
         }
-        let qemu = """
-            user = "root"
-            group = "root"
-            swtpm_user = "root"
-            swtpm_group = "root"
-            stdio_handler = "file"
-            cgroup_controllers = [ ]
-            namespaces = [ ]
-            security_driver = "none"
-            dynamic_ownership = 0
-            remember_owner = 0
-            """
+        var settings = ["user": "\"root\"", "group": "\"root\"", "swtpm_user": "\"root\"", "swtpm_group": "\"root\"",
+                        "stdio_handler": "\"file\"", "cgroup_controllers": "[ ]", "namespaces": "[ ]",
+                        "security_driver": "\"none\"", "dynamic_ownership": "0", "remember_owner": "0"]
+        for (key, value) in qemuSettings { settings[key] = value }
+        let qemu = settings.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n") + "\n"
         var daemon = "auth_unix_rw = \"none\"\nhost_uuid = \"\(UUID().uuidString.lowercased())\"\n"
         if listenPort != nil {
             daemon += "listen_tcp = 1\nlisten_tls = 0\nauth_tcp = \"none\"\nlisten_addr = \"127.0.0.1\"\ntcp_port = \"\(listenPort!)\"\n"
