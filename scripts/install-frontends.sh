@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # Installs GuestVault's swtpm-compatible front ends (swtpm, swtpm_setup, swtpm_ioctl)
 # into a directory that an operator puts first in libvirt's (or Proxmox's) PATH.
-#   scripts/install-frontends.sh [--binary PATH] [--vault DIR] DIR
+#   scripts/install-frontends.sh [--binary PATH] [--vault DIR] [--nvram-dir DIR] DIR
 # --binary: the guestvault binary (default: .build/release/guestvault, else .build/debug).
 # --vault:  the host's vault, when it is not the default /var/lib/guestvault/vault;
 #           then each front end is a two-line wrapper that sets GUESTVAULT_VAULT
 #           (libvirt starts swtpm with a cleared environment). Without it, symlinks.
+# --nvram-dir: where the domains' <nvram> files live while they run, when it is not
+#           the default /run/guestvault/nvram (a directory on tmpfs, root's, 0700/0711);
+#           written into the wrappers as GUESTVAULT_NVRAM_DIR.
 # See docs/LIBVIRT.md.
 set -euo pipefail
 
 binary=""
 vault=""
+nvram=""
 while (( $# > 1 )); do
     case "$1" in
         --binary) binary="$2"; shift 2 ;;
         --vault) vault="$2"; shift 2 ;;
+        --nvram-dir) nvram="$2"; shift 2 ;;
         *) echo "install-frontends.sh: unknown option $1" >&2; exit 2 ;;
     esac
 done
 if (( $# != 1 )); then
-    echo "usage: install-frontends.sh [--binary PATH] [--vault DIR] DIR" >&2
+    echo "usage: install-frontends.sh [--binary PATH] [--vault DIR] [--nvram-dir DIR] DIR" >&2
     exit 2
 fi
 target="$1"
@@ -37,11 +42,16 @@ binary="$(readlink -f "$binary")"
 install -d -m 0755 "$target"
 for name in swtpm swtpm_setup swtpm_ioctl; do
     rm -f "$target/$name"
-    if [[ -n "$vault" ]]; then
-        printf '#!/bin/sh\nGUESTVAULT_VAULT=%q exec %q %s "$@"\n' "$vault" "$binary" "$name" > "$target/$name"
+    if [[ -n "$vault" || -n "$nvram" ]]; then
+        {
+            printf '#!/bin/sh\n'
+            [[ -n "$vault" ]] && printf 'GUESTVAULT_VAULT=%q; export GUESTVAULT_VAULT\n' "$vault"
+            [[ -n "$nvram" ]] && printf 'GUESTVAULT_NVRAM_DIR=%q; export GUESTVAULT_NVRAM_DIR\n' "$nvram"
+            printf 'exec %q %s "$@"\n' "$binary" "$name"
+        } > "$target/$name"
         chmod 0755 "$target/$name"
     else
         ln -s "$binary" "$target/$name"
     fi
 done
-echo "Installed swtpm, swtpm_setup, swtpm_ioctl in $target (guestvault: $binary, vault: ${vault:-/var/lib/guestvault/vault})"
+echo "Installed swtpm, swtpm_setup, swtpm_ioctl in $target (guestvault: $binary, vault: ${vault:-/var/lib/guestvault/vault}, nvram: ${nvram:-/run/guestvault/nvram})"

@@ -32,6 +32,9 @@ public final class UEFIVarsFile: Sendable {
 
     public let path: String
     private let storage: ContainerTPMStorage
+    /// Who may own the file: this user, and under libvirt its QEMU user (the file is the
+    /// one libvirt made, owned by the user QEMU runs as).
+    public let allowedOwners: Set<UInt32>
     private struct Progress {
         var sealedDigest: [UInt8]
         var size: Int
@@ -50,6 +53,12 @@ public final class UEFIVarsFile: Sendable {
         case recovered
         /// A file of ours that matched the container.
         case unchanged
+        /// libvirt: the container's variables were written over the copy of the
+        /// `<nvram template>` libvirt made (the container's store wins).
+        case replacedTemplateCopy
+        /// libvirt, first start of the VM with UEFI: the container had no store, so
+        /// libvirt's copy of the template was checked and sealed in as the VM's variables.
+        case sealedTemplateCopy
     }
     public let leftover: Leftover
 
@@ -62,6 +71,7 @@ public final class UEFIVarsFile: Sendable {
     public init(path: String, storage: ContainerTPMStorage) throws {
         self.path = path
         self.storage = storage
+        allowedOwners = [FileSystem.currentUser]
         let directory = FileSystem.parentDirectory(of: path)
         let inMemory: Bool
         do { inMemory = try FileSystem.isMemoryBacked(directory) } catch {
@@ -80,7 +90,7 @@ public final class UEFIVarsFile: Sendable {
         var leftover = Leftover.none
         if FileSystem.exists(path) || Self.isSymlink(path) {
             // Kept in place: a QEMU that still runs keeps writing to this very file.
-            let found = try Self.readOurs(path, expectedSize: sealed.count)
+            let found = try Self.readOurs(path, expectedSize: sealed.count, owners: [FileSystem.currentUser])
             if found != sealed {
                 try storage.commitEntry(Self.entryName, found)
                 current = found
@@ -97,20 +107,104 @@ public final class UEFIVarsFile: Sendable {
         progress = Mutex(Progress(sealedDigest: try SHA256.hash(current), size: current.count))
     }
 
+    /// libvirt (docs/LIBVIRT.md, "UEFI variables"): takes over the pflash file libvirt
+    /// made at `path` from the domain's `<nvram template>` before it started swtpm, and
+    /// writes the container's `uefi.vars` into it (the same file, so the owner and labels
+    /// libvirt gave it stay). On the VM's first start the container has no store yet:
+    /// libvirt's copy is checked with `validate` and sealed in as the VM's variables.
+    ///
+    /// The file is taken only if its directory is on tmpfs or ramfs, is a real directory
+    /// (no symlink on the way) of root or this user that no one else may write to, and
+    /// the file is a regular file (opened with O_NOFOLLOW|O_NONBLOCK) owned by one of
+    /// `allowedOwners`, with no access for group or others, the size of the sealed
+    /// store. Anything else (a symlink, FIFO, another user's file) is refused and left
+    /// alone; nothing is written to it and it is not removed.
+    public init(adopting path: String, storage: ContainerTPMStorage, allowedOwners: Set<UInt32>,
+                validate: ([UInt8]) throws -> Void) throws {
+        self.path = path
+        self.storage = storage
+        let owners = allowedOwners.union([FileSystem.currentUser])
+        self.allowedOwners = owners
+        try Self.requireSafeDirectory(FileSystem.parentDirectory(of: path))
+        let file: OpenFile
+        do { file = try SafeOpen.existing(path, mode: .readWrite) } catch {
+            throw UEFIVarsError(.uefiVarsUnsafePath, "\(path) is not a regular file this process may take (a symlink, FIFO or device is refused and left alone)", underlying: error)
+        }
+        let status = try file.status()
+        guard owners.contains(status.owner), status.mode & 0o077 == 0 else {
+            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; it must belong to this user or QEMU's (uids %@) with mode 0600; left alone",
+                                                            path, status.owner, status.mode, owners.sorted().map(String.init).joined(separator: ", ")))
+        }
+        guard status.size > 0, status.size <= Int64(Self.maximumSize) else {
+            throw UEFIVarsError(.uefiVarsChanged, "\(path) is \(status.size) bytes; a VARS file has 1 to \(Self.maximumSize); left alone")
+        }
+        let copy = try file.read(at: 0, count: Int(status.size))
+        guard copy.count == Int(status.size) else {
+            throw UEFIVarsError(.uefiVarsChanged, "\(path) shrank to \(copy.count) bytes while being read")
+        }
+        let current: [UInt8]
+        if let sealed = try storage.readEntry(Self.entryName) {
+            guard sealed.count == copy.count else {
+                throw UEFIVarsError(.uefiVarsChanged, "the VM's sealed UEFI variables are \(sealed.count) bytes, the copy of the template libvirt made at \(path) \(copy.count): the domain's firmware is not the one the variables were made for; left alone")
+            }
+            if sealed != copy {
+                try file.write(sealed, at: 0)
+                leftover = .replacedTemplateCopy
+            } else {
+                leftover = .unchanged
+            }
+            current = sealed
+        } else {
+            do { try validate(copy) } catch {
+                throw UEFIVarsError(.uefiVarsChanged, "\(path), libvirt's copy of the domain's <nvram template>, is not a UEFI variable store; not sealed", underlying: error)
+            }
+            try storage.commitEntry(Self.entryName, copy)
+            leftover = .sealedTemplateCopy
+            current = copy
+        }
+        progress = Mutex(Progress(sealedDigest: try SHA256.hash(current), size: current.count))
+    }
+
+    /// The directory of a plaintext VARS file: on tmpfs or ramfs, a real directory (no
+    /// symlink anywhere in the path), owned by root or this user, writable by no one else.
+    static func requireSafeDirectory(_ directory: String) throws {
+        let attributes: [FileAttributeKey: Any]
+        do { attributes = try FileManager.default.attributesOfItem(atPath: directory) } catch {
+            throw UEFIVarsError(.uefiVarsUnsafePath, "cannot examine \(directory), the directory of the plaintext UEFI variables", underlying: error)
+        }
+        let owner = (attributes[.ownerAccountID] as? NSNumber)?.uint32Value ?? UInt32.max
+        let mode = (attributes[.posixPermissions] as? NSNumber)?.uint32Value ?? 0o777
+        guard attributes[.type] as? FileAttributeType == .typeDirectory,
+              URL(fileURLWithPath: directory).resolvingSymlinksInPath().path == directory else {
+            throw UEFIVarsError(.uefiVarsUnsafePath, "\(directory) is not a directory, or a symlink is on its path; left alone")
+        }
+        guard owner == 0 || owner == FileSystem.currentUser, mode & 0o022 == 0 else {
+            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; the directory of the plaintext UEFI variables must be root's (or this user's) and writable by no one else (0700, or 0711 for QEMU's user)", directory, owner, mode))
+        }
+        let inMemory: Bool
+        do { inMemory = try FileSystem.isMemoryBacked(directory) } catch {
+            throw UEFIVarsError(.uefiVarsUnsafePath, "cannot check the file system of \(directory)", underlying: error)
+        }
+        guard inMemory else {
+            throw UEFIVarsError(.uefiVarsUnsafePath, "\(directory) is not on tmpfs; the plaintext UEFI variables may only live in memory")
+        }
+    }
+
     private static func isSymlink(_ path: String) -> Bool {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) != nil
     }
 
     /// Reads the file at `path` if it is ours: a regular file (not followed through a
-    /// symlink) of this user, no access for group or others, `expectedSize` bytes.
-    static func readOurs(_ path: String, expectedSize: Int) throws -> [UInt8] {
+    /// symlink) of one of `owners`, no access for group or others, `expectedSize` bytes.
+    static func readOurs(_ path: String, expectedSize: Int, owners: Set<UInt32>) throws -> [UInt8] {
         let file: OpenFile
         do { file = try SafeOpen.existing(path, mode: .readOnly) } catch {
             throw UEFIVarsError(.uefiVarsUnsafePath, "\(path) is not a regular file this process may take (a symlink, FIFO or device is refused and left alone)", underlying: error)
         }
         let status = try file.status()
-        guard status.owner == FileSystem.currentUser, status.mode & 0o077 == 0 else {
-            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; it must be this user's (uid %u) and mode 0600; left alone", path, status.owner, status.mode, FileSystem.currentUser))
+        guard owners.contains(status.owner), status.mode & 0o077 == 0 else {
+            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; it must be this user's (uid %u)%@ and mode 0600; left alone", path, status.owner, status.mode, FileSystem.currentUser,
+                                                            owners.count > 1 ? " or QEMU's (uids \(owners.sorted().map(String.init).joined(separator: ", ")))" : ""))
         }
         guard status.size == Int64(expectedSize) else {
             throw UEFIVarsError(.uefiVarsChanged, "\(path) is \(status.size) bytes, the sealed store \(expectedSize); a pflash file never changes size, so it was not sealed")
@@ -127,7 +221,7 @@ public final class UEFIVarsFile: Sendable {
     @discardableResult
     public func sealIfChanged() throws -> Bool {
         let size = progress.withLock { $0.size }
-        let bytes = try Self.readOurs(path, expectedSize: size)
+        let bytes = try Self.readOurs(path, expectedSize: size, owners: allowedOwners)
         let digest = try SHA256.hash(bytes)
         guard digest != progress.withLock({ $0.sealedDigest }) else { return false }
         let started = DispatchTime.now().uptimeNanoseconds

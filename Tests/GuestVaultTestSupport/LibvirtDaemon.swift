@@ -35,20 +35,33 @@ public final class LibvirtDaemon: @unchecked Sendable {
     public let root: String
     public let frontEnds: String?
     public let listenPort: UInt16?
+    /// A directory on tmpfs (under /dev/shm) mounted over /run/guestvault inside the
+    /// namespace, where the domains' `<nvram>` files live (docs/LIBVIRT.md): each daemon
+    /// gets its own, as two hosts would.
+    public let guestVaultRun: String?
+    /// qemu.conf settings that replace the harness's (for example `user` and `group`:
+    /// QEMU as `libvirt-qemu`, as on a host with libvirt's DAC model).
+    public let qemuSettings: [String: String]
     private var process: Process?
     private var namespace: String?
 
     /// - Parameters:
     ///   - root: a fresh directory for the daemon's private directories.
     ///   - listenPort: a TCP port to listen on (for the destination of a migration).
-    public init(root: String, frontEnds: String?, listenPort: UInt16? = nil) {
+    ///   - guestVaultRun: a directory on tmpfs to mount over /run/guestvault.
+    public init(root: String, frontEnds: String?, listenPort: UInt16? = nil, guestVaultRun: String? = nil, qemuSettings: [String: String] = [:]) {
+        self.qemuSettings = qemuSettings
         self.root = root
         self.frontEnds = frontEnds
         self.listenPort = listenPort
+        self.guestVaultRun = guestVaultRun
     }
 
     /// The private directory that stands in for `path` inside the namespace.
     public func hostPath(_ path: String) -> String {
+        if let guestVaultRun, path == "/run/guestvault" || path.hasPrefix("/run/guestvault/") {
+            return guestVaultRun + path.dropFirst("/run/guestvault".count)
+        }
         for (name, mounted) in Self.mounts where path == mounted || path.hasPrefix(mounted + "/") {
             return root + "/" + name + path.dropFirst(mounted.count)
         }
@@ -65,18 +78,11 @@ public final class LibvirtDaemon: @unchecked Sendable {
             try FileManager.default.createDirectory(atPath: "\(root)/\(name)", withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o755])
         }
-        let qemu = """
-            user = "root"
-            group = "root"
-            swtpm_user = "root"
-            swtpm_group = "root"
-            stdio_handler = "file"
-            cgroup_controllers = [ ]
-            namespaces = [ ]
-            security_driver = "none"
-            dynamic_ownership = 0
-            remember_owner = 0
-            """
+        var settings = ["user": "\"root\"", "group": "\"root\"", "swtpm_user": "\"root\"", "swtpm_group": "\"root\"",
+                        "stdio_handler": "\"file\"", "cgroup_controllers": "[ ]", "namespaces": "[ ]",
+                        "security_driver": "\"none\"", "dynamic_ownership": "0", "remember_owner": "0"]
+        for (key, value) in qemuSettings { settings[key] = value }
+        let qemu = settings.sorted { $0.key < $1.key }.map { "\($0.key) = \($0.value)" }.joined(separator: "\n") + "\n"
         var daemon = "auth_unix_rw = \"none\"\nhost_uuid = \"\(UUID().uuidString.lowercased())\"\n"
         if listenPort != nil {
             daemon += "listen_tcp = 1\nlisten_tls = 0\nauth_tcp = \"none\"\nlisten_addr = \"127.0.0.1\"\ntcp_port = \"\(listenPort!)\"\n"
@@ -87,6 +93,7 @@ public final class LibvirtDaemon: @unchecked Sendable {
         for (name, mounted) in Self.mounts {
             script += "mkdir -p \(mounted)\nmount --bind \(root)/\(name) \(mounted)\n"
         }
+        if let guestVaultRun { script += "mkdir -p /run/guestvault\nmount --bind \(guestVaultRun) /run/guestvault\n" }
         let path = (frontEnds.map { $0 + ":" } ?? "") + "/usr/sbin:/usr/bin:/sbin:/bin"
         script += "exec env -i PATH=\(path) HOME=/root libvirtd \(listenPort != nil ? "--listen " : "")--pid-file \(root)/libvirtd.pid\n"
         try script.write(toFile: "\(root)/start.sh", atomically: true, encoding: .utf8)

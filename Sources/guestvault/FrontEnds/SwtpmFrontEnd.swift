@@ -102,7 +102,16 @@ enum SwtpmFrontEnd {
             logger.notice("no TPM state in \(location.container): a new TPM is made at its first start")
         }
         logger[metadataKey: "vm"] = "\(container.vm.uuidString.lowercased())"
+        let vm = container.vm
         let storage = ContainerTPMStorage(container: container, vault: vault)
+        // The UEFI variables (libvirt's <nvram> on tmpfs) exist before QEMU starts, and are
+        // sealed and removed on every way out (SwtpmFrontEnd+UEFI.swift).
+        let uefi = try startUEFIVariables(storage: storage, vm: vm, logger: logger)
+        defer {
+            do { try uefi?.finish() } catch {
+                logger.error("could not seal the UEFI variables a last time; the plaintext was removed", metadata: ["error": "\(ErrorChain.message(of: error))"])
+            }
+        }
         var configuration = TPMServer.Configuration(
             dataAddress: data?.address, controlAddress: control.address,
             notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear"))
