@@ -137,6 +137,18 @@ enum LibTPMSBridge {
             guard let pointer else { throw TPMEngineError(.malformed, "libtpms returned no response") }
             return Array(UnsafeBufferPointer(start: pointer, count: Int(size)))
         }
+
+        /// `process`, with the response copied into `response` (its storage kept).
+        func process(_ command: inout [UInt8], into response: inout [UInt8]) throws {
+            var size: UInt32 = 0
+            let result = command.withUnsafeMutableBufferPointer {
+                TPMLIB_Process(&pointer, &size, &capacity, $0.baseAddress, UInt32($0.count))
+            }
+            try check(result, "TPMLIB_Process")
+            guard let pointer else { throw TPMEngineError(.malformed, "libtpms returned no response") }
+            response.removeAll(keepingCapacity: true)
+            response.append(contentsOf: UnsafeBufferPointer(start: pointer, count: Int(size)))
+        }
     }
 
     static func cancel() { _ = TPMLIB_CancelCommand() }

@@ -69,6 +69,23 @@ public final class TPMEngine: Sendable {
         }
     }
 
+    /// Runs the TPM command in `command` (libtpms may overwrite it) at `locality` and puts
+    /// the response into `response`, replacing its contents and keeping its storage: the
+    /// server's hot path, which allocates nothing once both buffers have grown. NV
+    /// changes are stored before this returns.
+    public func execute(_ command: inout [UInt8], locality: UInt8, response: inout [UInt8]) throws {
+        try running.withLock { buffer in
+            guard let buffer else { throw TPMEngineError(.notRunning, "the TPM is stopped") }
+            guard command.count >= 10 else { throw TPMEngineError(.malformed, "a TPM command is at least 10 bytes, not \(command.count)") }
+            LibTPMSBridge.CallbackContext.shared.locality.store(UInt32(locality), ordering: .relaxed)
+            _ = LibTPMSBridge.takeStorageFailure()
+            try buffer.process(&command, into: &response)
+            if let failure = LibTPMSBridge.takeStorageFailure() {
+                throw TPMEngineError(.storage, "the TPM command's NV change could not be committed", underlying: failure)
+            }
+        }
+    }
+
     /// Asks libtpms to cancel the command in progress (from another thread).
     public func cancel() { LibTPMSBridge.cancel() }
 
