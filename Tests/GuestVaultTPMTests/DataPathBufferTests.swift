@@ -77,6 +77,60 @@ struct DataPathBufferTests {
         #expect(got == expected)
     }
 
+    @Test("a receive that is exactly one raw command is taken whole, as next() would take it", arguments: [5, 6, 7])
+    func singleCommandFastPath(seed: UInt64) throws {
+        var random = Mix64(state: seed)
+        // Receives: whole raw commands, whole prefixed ones, halves, and two at once.
+        var receives: [[UInt8]] = []
+        for i in 0..<60 {
+            let size = Int.random(in: 10...140, using: &random)
+            let tag: [UInt8] = i % 7 == 3 ? [0x00, 0xc1] : (i % 2 == 0 ? [0x80, 0x01] : [0x80, 0x02])
+            var command = tag + UInt32(size).bigEndianBytes + UInt32(0x17b).bigEndianBytes
+            command += (10..<size).map { _ in UInt8.random(in: 0...255, using: &random) }
+            switch i % 5 {
+            case 0: receives.append(UInt32(8).bigEndianBytes + [2] + UInt32(size).bigEndianBytes + command)
+            case 1: receives.append(Array(command.prefix(size / 2))); receives.append(Array(command.dropFirst(size / 2)))
+            case 2 where !receives.isEmpty: receives[receives.count - 1] += command
+            default: receives.append(command)
+            }
+        }
+        // Then a command whose size field is too small: both must fail at the same offset.
+        receives.append([0x80, 0x01, 0, 0, 0, 4, 0, 0, 1, 0x7b])
+        var reference = DataChannelDecoder(maximumCommandSize: 150)
+        var fast = DataChannelDecoder(maximumCommandSize: 150)
+        var expected: [Decoded] = [], got: [Decoded] = []
+        var taken = 0
+        var command: [UInt8] = []
+        var referenceError: DataChannelError?, fastError: DataChannelError?
+        for receive in receives {
+            if referenceError == nil {
+                reference.append(receive)
+                do {
+                    while let frame = try reference.next() {
+                        expected.append(Decoded(bytes: frame.bytes, locality: frame.locality, prefixed: frame.prefixed))
+                    }
+                } catch { referenceError = error }
+            }
+            if fastError == nil {
+                if fast.consumeIfSingleCommand(receive[...]) {
+                    taken += 1
+                    got.append(Decoded(bytes: receive, locality: nil, prefixed: false))
+                    continue
+                }
+                fast.append(receive[...])
+                do {
+                    while let header = try fast.next(into: &command) {
+                        got.append(Decoded(bytes: command, locality: header.locality, prefixed: header.prefixed))
+                    }
+                } catch { fastError = error }
+            }
+        }
+        #expect(taken > 5, "the fast path was taken \(taken) times")
+        #expect(got == expected)
+        let failed = try #require(fastError)
+        #expect(failed == referenceError)
+    }
+
     @Test("next(into:) leaves the buffer alone while a command is incomplete, and fails as next() does")
     func incompleteAndFailure() throws {
         var decoder = DataChannelDecoder()

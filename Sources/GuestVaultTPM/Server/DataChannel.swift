@@ -200,6 +200,23 @@ public struct DataChannelDecoder: Sendable {
         }
     }
 
+    /// The common case without a copy: when the decoder holds nothing and `bytes` (one
+    /// receive) are exactly one complete raw command within the size limit, they are
+    /// counted as consumed and true is returned: the caller runs them where they are,
+    /// as `next()` would have returned them. Otherwise nothing changes and the result is
+    /// false (append them as usual).
+    public mutating func consumeIfSingleCommand(_ bytes: ArraySlice<UInt8>) -> Bool {
+        guard failure == nil, bufferedByteCount == 0, bytes.count >= Self.commandHeaderSize else { return false }
+        let first = bytes.startIndex
+        let tag = UInt16(bytes[first]) << 8 | UInt16(bytes[first + 1])
+        guard tag == 0x8001 || tag == 0x8002 else { return false }
+        var size = 0
+        for index in (first + 2)..<(first + 6) { size = size << 8 | Int(bytes[index]) }
+        guard size == bytes.count, size <= maximumCommandSize else { return false }
+        streamBase += size
+        return true
+    }
+
     /// The next complete command, as `next()` decodes it, with its bytes put into
     /// `command` (its contents replaced, its storage kept): nil when more bytes are
     /// needed, `command` then unchanged.

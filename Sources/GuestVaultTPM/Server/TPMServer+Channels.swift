@@ -24,6 +24,12 @@ extension TPMServer {
         }
         let maximum = Int(max(bufferSize, 4096))
         if buffers.decoder.maximumCommandSize != maximum { buffers.decoder.maximumCommandSize = maximum }
+        // One receive holding exactly one raw command (what QEMU and tpm2-tss send) runs
+        // where it was received; anything else goes through the decoder.
+        if buffers.decoder.consumeIfSingleCommand(buffers.receive[0..<count]) {
+            execute(&buffers.receive, count: count, locality: locality, response: &buffers.response)
+            return reply(buffers.response, on: connection, channel: "data")
+        }
         buffers.decoder.append(buffers.receive[0..<count])
         while true {
             let header: TPMCommandFrame.Header?
@@ -53,14 +59,14 @@ extension TPMServer {
     ///
     /// The command is taken from `command` (which libtpms may overwrite), its response into
     /// `response` (replacing its contents, keeping its storage).
-    func execute(_ command: inout [UInt8], locality: UInt8, response: inout [UInt8]) {
+    func execute(_ command: inout [UInt8], count: Int? = nil, locality: UInt8, response: inout [UInt8]) {
         // TPM_RC_FAILURE while not initialised, as swtpm answers (QEMU probes before INIT).
         guard let engine, !nvFailed else {
             response = DataChannelResponse.error(DataChannelResponse.failureResponseCode)
             return
         }
         do {
-            try engine.execute(&command, locality: locality, response: &response)
+            try engine.execute(&command, count: count, locality: locality, response: &response)
         } catch {
             if ErrorChain.contains(.storage, in: error) {
                 nvFailed = true
