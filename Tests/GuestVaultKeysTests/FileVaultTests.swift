@@ -43,6 +43,40 @@ import Testing
         #expect(try KeyVault.open(at: path).counters.latest(vm: vm) == 10)
     }
 
+    /// The counter remembers the bytes it verified last, so that an unchanged file needs
+    /// no MAC again; any change to the file (an older copy put back, a flipped byte) must
+    /// still be read and verified (docs/PERFORMANCE.md, third round).
+    @Test func aCounterFileChangedBehindAnOpenVaultIsReadAgain() throws {
+        let dir = TemporaryDirectory()
+        let path = dir.file("vault")
+        let vault = try KeyVault.createFileVault(at: path)
+        let vm = UUID()
+        let container = [UInt8](repeating: 0x42, count: 16)
+        try vault.counters.record(vm: vm, container: container, generation: 3, durability: .deferred)
+        try vault.counters.flush()
+        let files = try FileManager.default.contentsOfDirectory(atPath: "\(path)/counters")
+        let file = "\(path)/counters/\(try #require(files.first))"
+        let atThree = try #require(FileManager.default.contents(atPath: file))
+        try vault.counters.record(vm: vm, container: container, generation: 5, durability: .deferred)
+        try vault.counters.record(vm: vm, container: container, generation: 6, durability: .deferred)
+        try vault.counters.flush()
+        #expect(try vault.counters.latest(vm: vm, container: container) == 6)
+        // An older copy of the file put back: the open vault reads what the file says.
+        try atThree.write(to: URL(fileURLWithPath: file))
+        #expect(try vault.counters.latest(vm: vm, container: container) == 3)
+        // A flipped byte in both records: refused, not answered from memory.
+        var damaged = [UInt8](atThree)
+        damaged[20] ^= 1
+        damaged[84] ^= 1
+        try Data(damaged).write(to: URL(fileURLWithPath: file))
+        #expect(throws: VaultError.self) { try vault.counters.latest(vm: vm, container: container) }
+        // The file restored: recording goes on from it.
+        try atThree.write(to: URL(fileURLWithPath: file))
+        try vault.counters.record(vm: vm, container: container, generation: 7, durability: .deferred)
+        try vault.counters.flush()
+        #expect(try KeyVault.open(at: path).counters.latest(vm: vm, container: container) == 7)
+    }
+
     @Test func kekMatchesSoftwareKDFOfTheRootKey() throws {
         let dir = TemporaryDirectory()
         let path = dir.file("vault")

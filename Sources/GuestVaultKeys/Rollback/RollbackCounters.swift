@@ -60,7 +60,14 @@ public final class RollbackCounters: Sendable {
     private let macKey: SecretBytes
     private let syncQueue = DispatchQueue(label: "guestvault.rollback-counters")
     private let syncState = Mutex<(scheduled: Set<String>, error: String?)>(([], nil))
-    private struct Entry { let file: OpenFile; var sequence: UInt64; var generation: UInt64 }
+    private struct Entry {
+        let file: OpenFile
+        var sequence: UInt64
+        var generation: UInt64
+        /// The file's 128 bytes as last verified or written here: a re-read that finds
+        /// them unchanged needs no MAC computed again (two HMACs per commit saved).
+        var bytes: [UInt8]? = nil
+    }
     private let open = Mutex<[Key: Entry]>([:])
 
     static let recordCount = 64
@@ -165,7 +172,9 @@ public final class RollbackCounters: Sendable {
     /// The counter's entry as the file holds it now (the open file is kept).
     private func current(_ key: Key, in entries: inout [Key: Entry]) throws -> Entry? {
         if let existing = entries[key] {
-            let fresh = try read(existing.file, key: key)
+            let bytes = try readBytes(existing.file)
+            if let known = existing.bytes, known == bytes { return existing }
+            let fresh = try verify(bytes, of: existing.file, key: key)
             entries[key] = fresh
             return fresh
         }
@@ -205,6 +214,12 @@ public final class RollbackCounters: Sendable {
             }
             entry.sequence = sequence
             entry.generation = generation
+            if var bytes = entry.bytes, bytes.count == 2 * Self.recordCount, record.count == Self.recordCount {
+                bytes.replaceSubrange(Int(offset)..<(Int(offset) + Self.recordCount), with: record)
+                entry.bytes = bytes
+            } else {
+                entry.bytes = nil
+            }
             entries[key] = entry
             return durability == .deferred ? entry.file : nil
         }
@@ -268,11 +283,19 @@ public final class RollbackCounters: Sendable {
 
     /// Both records of an open counter file; the newest that verifies wins.
     private func read(_ file: OpenFile, key: Key) throws -> Entry {
-        let path = file.path
-        let bytes: [UInt8]
-        do { bytes = try file.read(at: 0, count: 2 * Self.recordCount + 1) } catch {
-            throw VaultError(.io, subject: path, reason: "could not read the rollback counter: \(error)")
+        try verify(try readBytes(file), of: file, key: key)
+    }
+
+    /// The whole counter file (one byte more is asked for, so a longer file shows).
+    private func readBytes(_ file: OpenFile) throws -> [UInt8] {
+        do { return try file.read(at: 0, count: 2 * Self.recordCount + 1) } catch {
+            throw VaultError(.io, subject: file.path, reason: "could not read the rollback counter: \(error)")
         }
+    }
+
+    /// The newest record of `bytes` (a counter file's contents) that verifies.
+    private func verify(_ bytes: [UInt8], of file: OpenFile, key: Key) throws -> Entry {
+        let path = file.path
         guard bytes.count == 2 * Self.recordCount else {
             throw VaultError(.corrupt, subject: path, reason: "rollback counter file is \(bytes.count) bytes, expected \(2 * Self.recordCount)")
         }
@@ -285,11 +308,11 @@ public final class RollbackCounters: Sendable {
         }
         guard let best else {
             if bytes.allSatisfy({ $0 == 0 }) {
-                return Entry(file: file, sequence: 0, generation: 0)
+                return Entry(file: file, sequence: 0, generation: 0, bytes: bytes)
             }
             throw VaultError(.corrupt, subject: path, reason: "neither rollback counter record verifies: the file was changed or damaged")
         }
-        return Entry(file: file, sequence: best.sequence, generation: best.generation)
+        return Entry(file: file, sequence: best.sequence, generation: best.generation, bytes: bytes)
     }
 
     /// The MAC input: the record's first 40 bytes, then the container id (version 2).

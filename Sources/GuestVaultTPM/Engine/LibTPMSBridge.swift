@@ -137,6 +137,26 @@ enum LibTPMSBridge {
             guard let pointer else { throw TPMEngineError(.malformed, "libtpms returned no response") }
             return Array(UnsafeBufferPointer(start: pointer, count: Int(size)))
         }
+
+        /// `process` of the first `count` bytes of `command`, with the response copied
+        /// into `response` (its storage kept).
+        func process(_ command: inout [UInt8], count: Int, into response: inout [UInt8]) throws {
+            var size: UInt32 = 0
+            let result = command.withUnsafeMutableBufferPointer {
+                TPMLIB_Process(&pointer, &size, &capacity, $0.baseAddress, UInt32(min(count, $0.count)))
+            }
+            try check(result, "TPMLIB_Process")
+            guard let pointer else { throw TPMEngineError(.malformed, "libtpms returned no response") }
+            // Resized only when the length differs (most answers repeat their length),
+            // then one copy.
+            let length = Int(size)
+            if response.count > length {
+                response.removeSubrange(length...)
+            } else if response.count < length {
+                response.append(contentsOf: repeatElement(0, count: length - response.count))
+            }
+            response.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: length)) }
+        }
     }
 
     static func cancel() { _ = TPMLIB_CancelCommand() }

@@ -69,6 +69,27 @@ public final class TPMEngine: Sendable {
         }
     }
 
+    /// Runs the TPM command in `command` (libtpms may overwrite it) at `locality` and puts
+    /// the response into `response`, replacing its contents and keeping its storage: the
+    /// server's hot path, which allocates nothing once both buffers have grown. NV
+    /// changes are stored before this returns.
+    ///
+    /// `count`: the command is the first `count` bytes of `command` (all of it if nil).
+    public func execute(_ command: inout [UInt8], count: Int? = nil, locality: UInt8, response: inout [UInt8]) throws {
+        let length = count ?? command.count
+        precondition(length >= 0 && length <= command.count, "execute: count outside the command buffer")
+        try running.withLock { buffer in
+            guard let buffer else { throw TPMEngineError(.notRunning, "the TPM is stopped") }
+            guard length >= 10 else { throw TPMEngineError(.malformed, "a TPM command is at least 10 bytes, not \(length)") }
+            LibTPMSBridge.CallbackContext.shared.locality.store(UInt32(locality), ordering: .relaxed)
+            _ = LibTPMSBridge.takeStorageFailure()
+            try buffer.process(&command, count: length, into: &response)
+            if let failure = LibTPMSBridge.takeStorageFailure() {
+                throw TPMEngineError(.storage, "the TPM command's NV change could not be committed", underlying: failure)
+            }
+        }
+    }
+
     /// Asks libtpms to cancel the command in progress (from another thread).
     public func cancel() { LibTPMSBridge.cancel() }
 

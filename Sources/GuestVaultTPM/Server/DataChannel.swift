@@ -44,6 +44,14 @@ public struct TPMCommandFrame: Sendable, Hashable {
     /// The command code.
     public var commandCode: UInt32 { UInt32(bigEndianBytes: bytes[6..<10]) ?? 0 }
 
+    /// What the server needs of a command besides its bytes (``DataChannelDecoder/next(into:)``).
+    public struct Header: Sendable, Hashable {
+        /// The MSSIM-style prefix's locality, if the command had the prefix.
+        public let locality: UInt8?
+        /// Whether the command came with the prefix, so the response must go back framed.
+        public let prefixed: Bool
+    }
+
     /// The bytes to send back for the TPM's `response` to this command.
     public func encodeResponse(_ response: [UInt8]) -> [UInt8] {
         DataChannelResponse.encode(response, prefixed: prefixed)
@@ -73,6 +81,20 @@ public enum DataChannelResponse {
         out.raw(response)
         out.u32(0)
         return out.bytes
+    }
+
+    /// `encode(response, prefixed:)` into `out`, replacing its contents and keeping its
+    /// storage (the server's hot path).
+    public static func encode(_ response: [UInt8], prefixed: Bool, into out: inout [UInt8]) {
+        out.removeAll(keepingCapacity: true)
+        guard prefixed else {
+            out.append(contentsOf: response)
+            return
+        }
+        out.reserveCapacity(response.count + 8)
+        out.append(contentsOf: UInt32(truncatingIfNeeded: response.count).bigEndianBytes)
+        out.append(contentsOf: response)
+        out.append(contentsOf: [0, 0, 0, 0] as [UInt8])
     }
 
     /// A 10-byte TPM 2.0 error response: tag 0x8001, size 10, `responseCode`.
@@ -160,11 +182,52 @@ public struct DataChannelDecoder: Sendable {
         buffer.append(contentsOf: bytes)
     }
 
+    /// Adds received bytes (a slice of the server's receive buffer: no allocation once
+    /// the decoder's buffer has grown).
+    public mutating func append(_ bytes: ArraySlice<UInt8>) {
+        guard failure == nil else { return }
+        buffer.append(contentsOf: bytes)
+    }
+
     /// The next complete command, nil when more bytes are needed, or an error.
     public mutating func next() throws(DataChannelError) -> TPMCommandFrame? {
         if let failure { throw failure }
         do {
             return try decodeNext()
+        } catch {
+            failure = error
+            throw error
+        }
+    }
+
+    /// The common case without a copy: when the decoder holds nothing and `bytes` (one
+    /// receive) are exactly one complete raw command within the size limit, they are
+    /// counted as consumed and true is returned: the caller runs them where they are,
+    /// as `next()` would have returned them. Otherwise nothing changes and the result is
+    /// false (append them as usual).
+    public mutating func consumeIfSingleCommand(_ bytes: ArraySlice<UInt8>) -> Bool {
+        guard failure == nil, bufferedByteCount == 0, bytes.count >= Self.commandHeaderSize else { return false }
+        let first = bytes.startIndex
+        let tag = UInt16(bytes[first]) << 8 | UInt16(bytes[first + 1])
+        guard tag == 0x8001 || tag == 0x8002 else { return false }
+        var size = 0
+        for index in (first + 2)..<(first + 6) { size = size << 8 | Int(bytes[index]) }
+        guard size == bytes.count, size <= maximumCommandSize else { return false }
+        streamBase += size
+        return true
+    }
+
+    /// The next complete command, as `next()` decodes it, with its bytes put into
+    /// `command` (its contents replaced, its storage kept): nil when more bytes are
+    /// needed, `command` then unchanged.
+    public mutating func next(into command: inout [UInt8]) throws(DataChannelError) -> TPMCommandFrame.Header? {
+        if let failure { throw failure }
+        do {
+            guard let (body, header) = try locateNext() else { return nil }
+            command.removeAll(keepingCapacity: true)
+            command.append(contentsOf: buffer[body])
+            consume(header.prefixed ? DataChannelResponse.prefixSize + body.count : body.count)
+            return header
         } catch {
             failure = error
             throw error
@@ -193,27 +256,29 @@ public struct DataChannelDecoder: Sendable {
     }
 
     private mutating func decodeNext() throws(DataChannelError) -> TPMCommandFrame? {
+        guard let (body, header) = try locateNext() else { return nil }
+        let frame = TPMCommandFrame(bytes: Array(buffer[body]), locality: header.locality, prefixed: header.prefixed)
+        consume(header.prefixed ? DataChannelResponse.prefixSize + body.count : body.count)
+        return frame
+    }
+
+    /// Where the next complete command's bytes (without prefix) lie in the buffer, and
+    /// its form; nil when more bytes are needed. Consumes nothing.
+    private func locateNext() throws(DataChannelError) -> (body: Range<Int>, header: TPMCommandFrame.Header)? {
         let available = bufferedByteCount
         // Six bytes tell the form and, for a raw command, its size.
         guard available >= 6 else { return nil }
-        let frame: TPMCommandFrame
-        let consumed: Int
         if isPrefixed(available: available) {
             guard available >= DataChannelResponse.prefixSize else { return nil }
             let length = try checkedSize(peekU32(at: start + 5), prefixed: true, offset: 5)
             guard available >= DataChannelResponse.prefixSize + length else { return nil }
             let body = start + DataChannelResponse.prefixSize
-            frame = TPMCommandFrame(bytes: Array(buffer[body..<(body + length)]),
-                                    locality: buffer[start + 4], prefixed: true)
-            consumed = DataChannelResponse.prefixSize + length
+            return (body..<(body + length), TPMCommandFrame.Header(locality: buffer[start + 4], prefixed: true))
         } else {
             let size = try checkedSize(peekU32(at: start + 2), prefixed: false, offset: 2)
             guard available >= size else { return nil }
-            frame = TPMCommandFrame(bytes: Array(buffer[start..<(start + size)]), locality: nil, prefixed: false)
-            consumed = size
+            return (start..<(start + size), TPMCommandFrame.Header(locality: nil, prefixed: false))
         }
-        consume(consumed)
-        return frame
     }
 
     /// The big-endian u32 at `index` of the buffer, whose bounds the caller checked.

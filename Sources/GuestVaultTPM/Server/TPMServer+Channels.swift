@@ -6,33 +6,67 @@ extension TPMServer {
     // MARK: Data channel
 
     /// Reads TPM commands and answers them. Returns false when the connection is done.
-    func serviceData(_ connection: Connection) -> Bool {
-        guard let bytes = try? connection.socket.receive(), !bytes.isEmpty else { return false }
-        connection.data.maximumCommandSize = Int(max(bufferSize, 4096))
-        connection.data.append(bytes)
+    ///
+    /// The hot path: the receive, the command, the TPM's response and its framing go
+    /// through buffers the server keeps, so a round trip allocates nothing once they have
+    /// grown to the largest command and response seen.
+    func serviceData(_ connection: Connection, buffers: inout DataPathBuffers) -> Bool {
+        let count: Int
+        do {
+            count = try connection.socket.receive(into: &buffers.receive, at: 0, maximum: buffers.receive.count)
+        } catch {
+            return false
+        }
+        guard count > 0 else { return false }
+        if buffers.decoderOwner != connection.serial {
+            buffers.decoder = DataChannelDecoder()
+            buffers.decoderOwner = connection.serial
+        }
+        let maximum = Int(max(bufferSize, 4096))
+        if buffers.decoder.maximumCommandSize != maximum { buffers.decoder.maximumCommandSize = maximum }
+        // One receive holding exactly one raw command (what QEMU and tpm2-tss send) runs
+        // where it was received; anything else goes through the decoder.
+        if buffers.decoder.consumeIfSingleCommand(buffers.receive[0..<count]) {
+            execute(&buffers.receive, count: count, locality: locality, response: &buffers.response)
+            return reply(buffers.response, on: connection, channel: "data")
+        }
+        buffers.decoder.append(buffers.receive[0..<count])
         while true {
-            let frame: TPMCommandFrame?
+            let header: TPMCommandFrame.Header?
             do {
-                frame = try connection.data.next()
+                header = try buffers.decoder.next(into: &buffers.command)
             } catch {
                 logger.warning("data channel: \(error.message); answered with an error and closed the connection")
                 _ = reply(error.errorResponse, on: connection, channel: "data")
                 return false
             }
-            guard let frame else { return true }
-            if let prefixLocality = frame.locality { locality = prefixLocality }
-            let response = execute(frame.bytes, locality: locality)
-            guard reply(frame.encodeResponse(response), on: connection, channel: "data") else { return false }
+            guard let header else { return true }
+            if let prefixLocality = header.locality { locality = prefixLocality }
+            execute(&buffers.command, locality: locality, response: &buffers.response)
+            let sent: Bool
+            if header.prefixed {
+                DataChannelResponse.encode(buffers.response, prefixed: true, into: &buffers.framed)
+                sent = reply(buffers.framed, on: connection, channel: "data")
+            } else {
+                sent = reply(buffers.response, on: connection, channel: "data")
+            }
+            guard sent else { return false }
         }
     }
 
     /// One TPM command. While the TPM is not running, or after an NV change could not be
     /// committed (until the next CMD_INIT), the answer is TPM_RC_FAILURE.
-    func execute(_ command: [UInt8], locality: UInt8) -> [UInt8] {
+    ///
+    /// The command is taken from `command` (which libtpms may overwrite), its response into
+    /// `response` (replacing its contents, keeping its storage).
+    func execute(_ command: inout [UInt8], count: Int? = nil, locality: UInt8, response: inout [UInt8]) {
         // TPM_RC_FAILURE while not initialised, as swtpm answers (QEMU probes before INIT).
-        guard let engine, !nvFailed else { return DataChannelResponse.error(DataChannelResponse.failureResponseCode) }
+        guard let engine, !nvFailed else {
+            response = DataChannelResponse.error(DataChannelResponse.failureResponseCode)
+            return
+        }
         do {
-            return try engine.execute(command, locality: locality)
+            try engine.execute(&command, count: count, locality: locality, response: &response)
         } catch {
             if ErrorChain.contains(.storage, in: error) {
                 nvFailed = true
@@ -41,7 +75,7 @@ extension TPMServer {
             } else {
                 logger.error("TPM command failed", metadata: ["error": "\(ErrorChain.message(of: error))"])
             }
-            return DataChannelResponse.error(DataChannelResponse.failureResponseCode)
+            response = DataChannelResponse.error(DataChannelResponse.failureResponseCode)
         }
     }
 

@@ -101,12 +101,31 @@ public final class TPMServer {
     private var controlConnections: [Connection] = []
     /// Monotonic milliseconds before which a listener is not polled after accept failed.
     private var controlAcceptPausedUntil: Int64 = 0
+
+    /// The data channel's receive buffer and the command and response of the command in
+    /// flight, reused for every command: a round trip allocates nothing once they have
+    /// grown to the largest command and response. ``run()`` keeps them in a local
+    /// variable (as it keeps its poll set), so that using them costs no dynamic
+    /// exclusivity check, which a class's stored property would (docs/PERFORMANCE.md).
+    struct DataPathBuffers {
+        /// The data connection's decoder, and which connection it belongs to (a new data
+        /// connection, accepted or passed with SET_DATAFD, starts with a new decoder).
+        var decoder = DataChannelDecoder()
+        var decoderOwner: UInt64?
+        var receive = [UInt8](repeating: 0, count: 65536)
+        var command: [UInt8] = []
+        var response: [UInt8] = []
+        var framed: [UInt8] = []
+    }
     private var dataAcceptPausedUntil: Int64 = 0
 
     final class Connection {
         let socket: StreamSocket
         var control = ControlDecoder()
-        var data = DataChannelDecoder()
+        /// Unique in the process: tells the data path's decoder whose bytes it holds (an
+        /// object's address may be reused by the next connection; this number never is).
+        let serial = Connection.serials.add(1, ordering: .relaxed).newValue
+        private static let serials = Atomic<UInt64>(0)
         /// A descriptor that came with the receive being handled (SCM_RIGHTS); released
         /// (closed) after that receive unless SET_DATAFD took it.
         var passedDescriptor: StreamSocket?
@@ -139,6 +158,8 @@ public final class TPMServer {
     public func run() throws {
         if configuration.notNeedInit { try startTPM(.resumeOnce) }
         let limits = configuration.limits
+        var pollSet = PollSet()
+        var buffers = DataPathBuffers()
         while !shutdownRequested {
             if stopRequested.load(ordering: .relaxed) {
                 if let engine {
@@ -152,33 +173,49 @@ public final class TPMServer {
             let now = Self.milliseconds()
             let acceptControl = controlConnections.count < limits.maximumControlConnections && now >= controlAcceptPausedUntil
             let acceptData = dataListener != nil && now >= dataAcceptPausedUntil
-            var sockets: [Int32] = []
-            if acceptControl { sockets.append(controlListener.descriptor) }
-            if acceptData, let dataListener { sockets.append(dataListener.descriptor) }
-            if let dataConnection { sockets.append(dataConnection.socket.descriptor) }
-            sockets += controlConnections.map(\.socket.descriptor)
-            let ready = Set(try StreamSocket.poll(sockets, timeout: pollTimeout(now: now)).map { sockets[$0] })
-            if acceptControl && ready.contains(controlListener.descriptor) {
+            // The set and the indices are rebuilt each time without allocating: the poll
+            // set keeps its storage (docs/PERFORMANCE.md, third round).
+            pollSet.removeAll()
+            let controlListenerIndex = acceptControl ? pollSet.add(controlListener.descriptor) : -1
+            let dataListenerIndex = acceptData ? dataListener.map { pollSet.add($0.descriptor) } ?? -1 : -1
+            let dataConnectionIndex = dataConnection.map { pollSet.add($0.socket.descriptor) } ?? -1
+            let firstControlIndex = pollSet.count
+            for connection in controlConnections { pollSet.add(connection.socket.descriptor) }
+            let polled = controlConnections.count
+            try pollSet.wait(timeout: pollTimeout(now: now))
+            if pollSet.isReady(controlListenerIndex) {
                 if let socket = accept(controlListener, what: "control", pause: &controlAcceptPausedUntil) {
                     controlConnections.append(Connection(socket))
                 }
             }
-            if acceptData, let dataListener, ready.contains(dataListener.descriptor) {
+            if pollSet.isReady(dataListenerIndex), let dataListener {
                 if let socket = accept(dataListener, what: "data", pause: &dataAcceptPausedUntil) {
                     dataConnection = Connection(socket)
                 }
             }
-            if let connection = dataConnection, ready.contains(connection.socket.descriptor) {
-                if !serviceData(connection), dataConnection === connection { dataConnection = nil }
+            if pollSet.isReady(dataConnectionIndex), let connection = dataConnection {
+                if !serviceData(connection, buffers: &buffers), dataConnection === connection { dataConnection = nil }
             }
-            for connection in controlConnections where ready.contains(connection.socket.descriptor) {
-                if !serviceControl(connection) {
-                    controlConnections.removeAll { $0 === connection }
-                    if configuration.terminateWhenControlCloses { shutdownRequested = true }
+            if polled > 0 {
+                // The connections that were polled are the first `polled` ones (an accept
+                // above only appends); one that is removed while serving shifts the rest.
+                var index = 0
+                var position = 0
+                while index < polled, position < controlConnections.count {
+                    let connection = controlConnections[position]
+                    let ready = pollSet.isReady(firstControlIndex + index)
+                    index += 1
+                    guard ready else { position += 1; continue }
+                    if serviceControl(connection) {
+                        position += 1
+                    } else {
+                        controlConnections.remove(at: position)
+                        if configuration.terminateWhenControlCloses { shutdownRequested = true }
+                    }
+                    if shutdownRequested { break }
                 }
-                if shutdownRequested { break }
             }
-            expireRequests()
+            if hasPendingRequests { expireRequests() }
         }
         if let engine {
             try engine.stop()
@@ -226,6 +263,11 @@ public final class TPMServer {
                            metadata: ["bufferedBytes": "\(connection.control.bufferedByteCount)", "error": "\(reason)"])
             return true
         }
+    }
+
+    /// Whether a control request is waiting for its last bytes (only then can one expire).
+    private var hasPendingRequests: Bool {
+        controlConnections.contains { $0.requestStarted != nil }
     }
 
     /// Monotonic milliseconds.
