@@ -82,7 +82,7 @@ public enum DaemonSpawn {
         let own = dirfd(directory)
         var descriptors: [Int32] = []
         while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            let name = DirectoryEntry.name(entry)
             if let descriptor = Int32(name), descriptor != own { descriptors.append(descriptor) }
         }
         return descriptors

@@ -2,6 +2,7 @@
 import Glibc
 import GuestVaultCore
 #endif
+import GuestVaultSystem
 
 /// The checks every path the vault follows gets, in the spirit of OpenSSH's
 /// StrictModes: what the vault reads must be owned by this (effective) user or root and
@@ -103,15 +104,13 @@ enum TrustedPath {
     }
 
     private static func checkEntries(of directory: String, shownAs shown: String, depth: Int) throws {
-        guard let handle = opendir(directory) else {
-            throw VaultError(.io, subject: shown, reason: "could not list the vault directory: \(String(cString: strerror(errno)))")
+        let names: [String]
+        do {
+            names = try DirectoryEntry.names(of: directory)
+        } catch {
+            throw VaultError(.io, subject: shown, reason: "could not list the vault directory", underlying: error)
         }
-        defer { closedir(handle) }
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name == "." || name == ".." { continue }
+        for name in names {
             let full = directory + "/" + name
             guard let info = try status(full) else { continue }
             let shownPath = shown.hasSuffix("/") ? shown + name : shown + "/" + name
