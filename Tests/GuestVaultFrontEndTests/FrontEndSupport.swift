@@ -13,6 +13,16 @@ func installFrontEnds(into directory: String, vault: String) throws {
     guard result.status == 0 else { throw LibvirtHarnessError(message: "install-frontends.sh: \(result.stderr)") }
 }
 
+/// Two hosts' front ends, each over a new vault of its own: `bin-a` over `vault-a` and
+/// `bin-b` over `vault-b` in `directory`.
+func installTwoHosts(in directory: TemporaryDirectory) throws -> (a: String, b: String) {
+    for host in ["a", "b"] {
+        try makeVault(directory.file("vault-\(host)"))
+        try installFrontEnds(into: directory.file("bin-\(host)"), vault: directory.file("vault-\(host)"))
+    }
+    return (directory.file("bin-a"), directory.file("bin-b"))
+}
+
 /// A new file vault.
 func makeVault(_ path: String) throws {
     let result = try runProcess(GuestVaultBinary.path, ["vault", "init", "--vault", path])

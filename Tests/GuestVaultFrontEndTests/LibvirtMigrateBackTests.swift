@@ -14,12 +14,7 @@ struct LibvirtMigrateBackTests {
     @Test(arguments: [(undefineSource: true, secret: false), (undefineSource: false, secret: true)])
     func thereAndBackAgain(undefineSource: Bool, secret withSecret: Bool) throws {
         let directory = TemporaryDirectory("gv-libvirt-back")
-        let (vaultA, vaultB) = (directory.file("vault-a"), directory.file("vault-b"))
-        try makeVault(vaultA)
-        try makeVault(vaultB)
-        let (binA, binB) = (directory.file("bin-a"), directory.file("bin-b"))
-        try installFrontEnds(into: binA, vault: vaultA)
-        try installFrontEnds(into: binB, vault: vaultB)
+        let (binA, binB) = try installTwoHosts(in: directory)
         let portA = UInt16.random(in: 13_000...15_500) * 2
         let portB = portA + 10
         let hostA = LibvirtDaemon(root: directory.file("a"), frontEnds: binA, listenPort: portA)

@@ -103,12 +103,7 @@ struct LibvirtTests {
     /// state directory holds only its sealed container, with the same EK and NV.
     @Test func liveMigration() throws {
         let directory = TemporaryDirectory("gv-libvirt-mig")
-        let (vaultA, vaultB) = (directory.file("vault-a"), directory.file("vault-b"))
-        try makeVault(vaultA)
-        try makeVault(vaultB)
-        let (binA, binB) = (directory.file("bin-a"), directory.file("bin-b"))
-        try installFrontEnds(into: binA, vault: vaultA)
-        try installFrontEnds(into: binB, vault: vaultB)
+        let (binA, binB) = try installTwoHosts(in: directory)
         let port = UInt16.random(in: 20_000...25_000)
         let source = LibvirtDaemon(root: directory.file("a"), frontEnds: binA)
         let destination = LibvirtDaemon(root: directory.file("b"), frontEnds: binB, listenPort: port)

@@ -235,12 +235,8 @@ extension LibvirtTests {
     ///    there keeps them too.
     @Test(.enabled(if: OVMF.available)) func uefiVariablesFollowTheVM() throws {
         let directory = TemporaryDirectory("gv-libvirt-uefi")
+        let (binA, binB) = try installTwoHosts(in: directory)
         let (vaultA, vaultB) = (directory.file("vault-a"), directory.file("vault-b"))
-        try makeVault(vaultA)
-        try makeVault(vaultB)
-        let (binA, binB) = (directory.file("bin-a"), directory.file("bin-b"))
-        try installFrontEnds(into: binA, vault: vaultA)
-        try installFrontEnds(into: binB, vault: vaultB)
         let (runA, runB) = (try MemoryDirectory("gv-run-a"), try MemoryDirectory("gv-run-b"))
         for run in [runA, runB] {
             try FileManager.default.createDirectory(atPath: run.file("nvram"), withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
