@@ -192,20 +192,9 @@ public final class CertificateAuthority: Sendable, CustomStringConvertible {
         let caKey = try CertificatePlumbing.parsePrivateKey(privateKeyDER, operation)
         defer { EVP_PKEY_free(caKey) }
 
-        guard let cert = X509_new() else {
-            throw OpenSSL.error(.libraryFailure, operation, "X509_new failed")
-        }
+        let cert = try CertificatePlumbing.newCertificate(issuer: caCert, serial: serial, days: request.validityDays,
+                                                          commonName: request.vmID, publicKey: endorsementKey, operation)
         defer { X509_free(cert) }
-        try OpenSSL.check(X509_set_version(cert, 2), operation, "X509_set_version")
-        try CertificatePlumbing.setSerial(cert, serial, operation)
-        try OpenSSL.check(X509_set_issuer_name(cert, X509_get_subject_name(caCert)), operation, "X509_set_issuer_name")
-        try CertificatePlumbing.setValidity(cert, days: request.validityDays, operation)
-        if let vmID = request.vmID {
-            let name = try CertificatePlumbing.commonNameName(vmID, operation)
-            defer { X509_NAME_free(name) }
-            try OpenSSL.check(X509_set_subject_name(cert, name), operation, "X509_set_subject_name")
-        }
-        try OpenSSL.check(X509_set_pubkey(cert, endorsementKey), operation, "X509_set_pubkey")
 
         let isECC: Bool
         if case .rsa = request.publicKey { isECC = false } else { isECC = true }
@@ -248,20 +237,10 @@ extension CertificateAuthority {
         defer { X509_free(caCert) }
         let caKey = try CertificatePlumbing.parsePrivateKey(privateKeyDER, operation)
         defer { EVP_PKEY_free(caKey) }
-        guard let cert = X509_new() else {
-            throw OpenSSL.error(.libraryFailure, operation, "X509_new failed")
-        }
+        let cert = try CertificatePlumbing.newCertificate(issuer: caCert, serial: CertificatePlumbing.randomSerial(),
+                                                          days: request.validityDays, commonName: request.vmID,
+                                                          publicKey: endorsementKey, operation)
         defer { X509_free(cert) }
-        try OpenSSL.check(X509_set_version(cert, 2), operation, "X509_set_version")
-        try CertificatePlumbing.setSerial(cert, CertificatePlumbing.randomSerial(), operation)
-        try OpenSSL.check(X509_set_issuer_name(cert, X509_get_subject_name(caCert)), operation, "X509_set_issuer_name")
-        try CertificatePlumbing.setValidity(cert, days: request.validityDays, operation)
-        if let vmID = request.vmID {
-            let name = try CertificatePlumbing.commonNameName(vmID, operation)
-            defer { X509_NAME_free(name) }
-            try OpenSSL.check(X509_set_subject_name(cert, name), operation, "X509_set_subject_name")
-        }
-        try OpenSSL.check(X509_set_pubkey(cert, endorsementKey), operation, "X509_set_pubkey")
         let isECC: Bool
         if case .rsa = request.publicKey { isECC = false } else { isECC = true }
         try CertificatePlumbing.addExtension(cert, NID_subject_alt_name, critical: true,
@@ -632,6 +611,32 @@ private enum CertificatePlumbing {
                               reason: "serial number of \(serial.count) bytes must be non-zero and below 2^159 (at most 20 octets in DER)")
         }
         return significant
+    }
+
+    /// A new X.509 v3 certificate issued by `issuer`: serial, validity from now, subject
+    /// CN = `commonName` (none when nil) and `publicKey`; the caller adds the extensions,
+    /// signs it and frees it.
+    static func newCertificate(issuer: OpaquePointer, serial: [UInt8], days: Int, commonName: String?,
+                               publicKey: OpaquePointer, _ operation: String) throws -> OpaquePointer {
+        guard let cert = X509_new() else {
+            throw OpenSSL.error(.libraryFailure, operation, "X509_new failed")
+        }
+        do {
+            try OpenSSL.check(X509_set_version(cert, 2), operation, "X509_set_version")
+            try setSerial(cert, serial, operation)
+            try OpenSSL.check(X509_set_issuer_name(cert, X509_get_subject_name(issuer)), operation, "X509_set_issuer_name")
+            try setValidity(cert, days: days, operation)
+            if let commonName {
+                let name = try commonNameName(commonName, operation)
+                defer { X509_NAME_free(name) }
+                try OpenSSL.check(X509_set_subject_name(cert, name), operation, "X509_set_subject_name")
+            }
+            try OpenSSL.check(X509_set_pubkey(cert, publicKey), operation, "X509_set_pubkey")
+        } catch {
+            X509_free(cert)
+            throw error
+        }
+        return cert
     }
 
     static func setSerial(_ cert: OpaquePointer, _ serial: [UInt8], _ operation: String) throws {
