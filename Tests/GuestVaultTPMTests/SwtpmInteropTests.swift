@@ -444,32 +444,10 @@ enum SwtpmTools {
     }
 
     static func execute(_ executable: String, _ arguments: [String], environment: [String: String], timeout: TimeInterval) throws -> Output {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let group = DispatchGroup()
-        nonisolated(unsafe) var outData = Data()
-        group.enter()
-        DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        let timedOut = process.isRunning
-        if timedOut { kill(process.processIdentifier, SIGKILL) }
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        group.wait()
+        let result = try runChild(executable, arguments, environment: environment, timeout: timeout)
         let command = ([executable] + arguments).joined(separator: " ")
-        if timedOut { throw Failure(description: "timed out after \(Int(timeout)) s: \(command)") }
-        return Output(command: command, status: process.terminationStatus, stdout: outData,
-                      stderr: String(decoding: errData, as: UTF8.self))
+        if result.timedOut { throw Failure(description: "timed out after \(Int(timeout)) s: \(command)") }
+        return Output(command: command, status: result.status, stdout: result.output, stderr: result.errors)
     }
 
     /// Two free loopback ports P and P+1.

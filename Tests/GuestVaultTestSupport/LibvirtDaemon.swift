@@ -1,29 +1,5 @@
 import Foundation
 
-/// Runs a program and returns its exit status and output (both pipes read to the end
-/// before waiting, so a chatty child cannot block).
-public func runProcess(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    for (key, value) in environment { env[key] = value }
-    process.environment = env
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let group = DispatchGroup()
-    nonisolated(unsafe) var outData = Data()
-    group.enter()
-    DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
-}
-
 /// A private libvirtd 9.0 (Debian's, without systemd) for tests, as ../shared FACTS
 /// describe: in its own mount namespace (`unshare -m --propagation private`) with
 /// private directories bind-mounted over /etc/libvirt, /run/libvirt, /var/lib/libvirt,
