@@ -75,17 +75,7 @@ final class ServedTPM {
     let stderrPipe = Pipe()
 
     init(_ arguments: [String], state: String) throws {
-        var chosen: UInt16 = 0
-        for _ in 0..<50 {
-            let candidate = UInt16.random(in: 20000...60000) & ~1
-            if let a = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate)),
-               let b = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate + 1)) {
-                a.close(); b.close()
-                chosen = candidate
-                break
-            }
-        }
-        port = chosen
+        port = freeLoopbackPortPair()
         process.executableURL = GuestVaultBinary.url
         process.arguments = ["serve"] + arguments + [state, "--server", "tcp:127.0.0.1:\(port)", "--ctrl", "tcp:127.0.0.1:\(port + 1)",
                                                      "--flags", "not-need-init,startup-clear"]

@@ -62,17 +62,7 @@ final class ServedTPM {
     /// debug log instead of standard error; `extraArguments` go after the others.
     init(vault: String, state: String, flags: String = "not-need-init,startup-clear", launcher: [String] = [],
          logFile: String? = nil, extraArguments: [String] = []) throws {
-        var chosen: UInt16 = 0
-        for _ in 0..<50 {
-            let candidate = UInt16.random(in: 20000...60000) & ~1
-            if let a = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate)),
-               let b = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate + 1)) {
-                a.close(); b.close()
-                chosen = candidate
-                break
-            }
-        }
-        port = chosen
+        port = freeLoopbackPortPair()
         let logging = logFile.map { ["--log-level", "debug", "--log-file", $0] } ?? ["--verbose"]
         let arguments = ["serve", "--vault", vault, state, "--server", "tcp:127.0.0.1:\(port)",
                          "--ctrl", "tcp:127.0.0.1:\(port + 1)", "--flags", flags] + logging + extraArguments

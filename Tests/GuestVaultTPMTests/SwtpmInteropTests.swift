@@ -452,24 +452,9 @@ enum SwtpmTools {
 
     /// Two free loopback ports P and P+1.
     static func freePortPair() throws -> UInt16 {
-        for _ in 0..<100 {
-            let candidate = UInt16.random(in: 20000...60000) & ~1
-            if canBind(candidate) && canBind(candidate + 1) { return candidate }
-        }
-        throw Failure(description: "no two free loopback ports found")
-    }
-
-    static func canBind(_ port: UInt16) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
+        let port = freeLoopbackPortPair()
+        guard port != 0 else { throw Failure(description: "no two free loopback ports found") }
+        return port
     }
 
     static func canConnect(_ port: UInt16) -> Bool {

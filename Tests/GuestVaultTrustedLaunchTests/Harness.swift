@@ -103,19 +103,6 @@ final class MemoryDirectory {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 }
 
-/// A free TCP port pair P, P+1 on loopback.
-func freePortPair() -> UInt16 {
-    for _ in 0..<50 {
-        let candidate = UInt16.random(in: 20000...60000) & ~1
-        if let a = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate)),
-           let b = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate + 1)) {
-            a.close(); b.close()
-            return candidate
-        }
-    }
-    return 0
-}
-
 /// A vault and a container with a TPM (and `--uefi` options) in a temporary directory.
 struct TestVM {
     let dir = TemporaryDirectory("trusted")

@@ -19,7 +19,7 @@ struct HostChannelTests {
 
     @Test func pcrsAndThePolicyThroughTheHostChannelAndFromTheStoppedContainer() throws {
         let vm = try TestVM()
-        let port = freePortPair()
+        let port = freeLoopbackPortPair()
         let host = vm.dir.file("host.sock")
         let serve = try Child(GuestVaultBinary.path, [
             "serve", "--vault", vm.vault, vm.state, "--server", "tcp:127.0.0.1:\(port)", "--ctrl", "tcp:127.0.0.1:\(port + 1)",
@@ -81,7 +81,7 @@ struct HostChannelTests {
 
     @Test func aPCRReadBeforeTheTPMStartsSaysSo() throws {
         let vm = try TestVM()
-        let port = freePortPair()
+        let port = freeLoopbackPortPair()
         let host = vm.dir.file("host.sock")
         // No not-need-init: the TPM waits for CMD_INIT, as under QEMU before the VM starts.
         let serve = try Child(GuestVaultBinary.path, [

@@ -1,0 +1,16 @@
+import GuestVaultSystem
+
+/// Two free TCP ports P (even) and P+1 on 127.0.0.1, found by listening on both and
+/// closing them again (0 when 100 tries found none). Another process may take them
+/// before the caller does; tests that start a server retry or fail with its message.
+public func freeLoopbackPortPair() -> UInt16 {
+    for _ in 0..<100 {
+        let candidate = UInt16.random(in: 20000...60000) & ~1
+        if let a = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate)),
+           let b = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate + 1)) {
+            a.close(); b.close()
+            return candidate
+        }
+    }
+    return 0
+}
