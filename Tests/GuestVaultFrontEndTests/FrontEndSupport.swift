@@ -34,11 +34,12 @@ func frontEnd(_ bin: String, _ name: String, _ arguments: [String]) throws -> (s
     try runProcess("\(bin)/\(name)", arguments)
 }
 
-/// The TPM's EK (RSA public area at 0x81010001) and EK certificate (NV 0x01C00002) and a
-/// test NV index if there is one, read through the `swtpm` front end on the state
-/// directory and tpm2-tools, then stopped with `swtpm_ioctl -s`. Nothing else may hold
-/// the state meanwhile.
-func tpmIdentity(bin: String, stateDirectory: String, nvIndex: String? = nil) throws -> String {
+/// Serves the TPM in `stateDirectory` through the `swtpm` front end in `bin` on loopback
+/// TCP, runs `body` with tpm2-tools' environment for it, and stops it with
+/// `swtpm_ioctl -s`. `firstCommand` (a tpm2-tools call) is retried until the server
+/// answers; its result is handed to `body`. Nothing else may hold the state meanwhile.
+func withFrontEndTPM<T>(bin: String, stateDirectory: String, firstCommand: (tool: String, arguments: [String]),
+                        _ body: (_ first: (status: Int32, stdout: String, stderr: String), _ tcti: [String: String]) throws -> T) throws -> T {
     let port = UInt16.random(in: 10_000...15_000) * 2
     let server = Process()
     server.executableURL = URL(fileURLWithPath: "\(bin)/swtpm")
@@ -51,47 +52,40 @@ func tpmIdentity(bin: String, stateDirectory: String, nvIndex: String? = nil) th
         server.waitUntilExit()
     }
     let tcti = ["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"]
-    var ek = (status: Int32(1), stdout: "", stderr: "")
+    var first = (status: Int32(1), stdout: "", stderr: "")
     waitUntil(attempts: 100, interval: 50_000) {
-        ek = (try? runProcess("/usr/bin/tpm2_readpublic", ["-c", "0x81010001"], environment: tcti)) ?? ek
-        return ek.status == 0 || !server.isRunning
+        first = (try? runProcess("/usr/bin/\(firstCommand.tool)", firstCommand.arguments, environment: tcti)) ?? first
+        return first.status == 0 || !server.isRunning
     }
-    guard ek.status == 0 else { throw LibvirtHarnessError(message: "tpm2_readpublic: \(ek.stderr)") }
-    let certificate = try runProcess("/usr/bin/tpm2_nvread", ["-C", "o", "0x01c00002"], environment: tcti)
-    guard certificate.status == 0 else { throw LibvirtHarnessError(message: "tpm2_nvread: \(certificate.stderr)") }
-    var identity = ek.stdout + "\ncertificate: " + Data(certificate.stdout.utf8).base64EncodedString()
-    if let nvIndex {
-        let value = try runProcess("/usr/bin/tpm2_nvread", ["-C", "o", nvIndex], environment: tcti)
-        identity += "\nnv: " + (value.status == 0 ? value.stdout : "none")
+    guard first.status == 0 else { throw LibvirtHarnessError(message: "\(firstCommand.tool): \(first.stderr)") }
+    return try body(first, tcti)
+}
+
+/// The TPM's EK (RSA public area at 0x81010001) and EK certificate (NV 0x01C00002) and a
+/// test NV index if there is one, read through the `swtpm` front end and tpm2-tools.
+func tpmIdentity(bin: String, stateDirectory: String, nvIndex: String? = nil) throws -> String {
+    try withFrontEndTPM(bin: bin, stateDirectory: stateDirectory, firstCommand: ("tpm2_readpublic", ["-c", "0x81010001"])) { ek, tcti in
+        let certificate = try runProcess("/usr/bin/tpm2_nvread", ["-C", "o", "0x01c00002"], environment: tcti)
+        guard certificate.status == 0 else { throw LibvirtHarnessError(message: "tpm2_nvread: \(certificate.stderr)") }
+        var identity = ek.stdout + "\ncertificate: " + Data(certificate.stdout.utf8).base64EncodedString()
+        if let nvIndex {
+            let value = try runProcess("/usr/bin/tpm2_nvread", ["-C", "o", nvIndex], environment: tcti)
+            identity += "\nnv: " + (value.status == 0 ? value.stdout : "none")
+        }
+        return identity
     }
-    return identity
 }
 
 /// Writes a test NV index (owner, 16 bytes) into the TPM in `stateDirectory`.
 func writeTestNV(bin: String, stateDirectory: String, index: String, value: String) throws {
-    let port = UInt16.random(in: 10_000...15_000) * 2
-    let server = Process()
-    server.executableURL = URL(fileURLWithPath: "\(bin)/swtpm")
-    server.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(stateDirectory)", "--server", "type=tcp,port=\(port)",
-                        "--ctrl", "type=tcp,port=\(port + 1)", "--flags", "not-need-init,startup-clear"]
-    server.standardOutput = FileHandle.nullDevice
-    try server.run()
-    defer {
-        _ = try? runProcess("\(bin)/swtpm_ioctl", ["--tcp", "127.0.0.1:\(port + 1)", "-s"])
-        server.waitUntilExit()
+    let define = ("tpm2_nvdefine", [index, "-C", "o", "-s", "\(value.utf8.count)", "-a", "ownerread|ownerwrite"])
+    try withFrontEndTPM(bin: bin, stateDirectory: stateDirectory, firstCommand: define) { _, tcti in
+        let path = NSTemporaryDirectory() + "nv-\(UUID().uuidString)"
+        try value.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let write = try runProcess("/usr/bin/tpm2_nvwrite", [index, "-C", "o", "-i", path], environment: tcti)
+        guard write.status == 0 else { throw LibvirtHarnessError(message: "tpm2_nvwrite: \(write.stderr)") }
     }
-    let tcti = ["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"]
-    var define = (status: Int32(1), stdout: "", stderr: "")
-    waitUntil(attempts: 100, interval: 50_000) {
-        define = (try? runProcess("/usr/bin/tpm2_nvdefine", [index, "-C", "o", "-s", "\(value.utf8.count)", "-a", "ownerread|ownerwrite"], environment: tcti)) ?? define
-        return define.status == 0 || !server.isRunning
-    }
-    guard define.status == 0 else { throw LibvirtHarnessError(message: "tpm2_nvdefine: \(define.stderr)") }
-    let path = NSTemporaryDirectory() + "nv-\(UUID().uuidString)"
-    try value.write(toFile: path, atomically: true, encoding: .utf8)
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    let write = try runProcess("/usr/bin/tpm2_nvwrite", [index, "-C", "o", "-i", path], environment: tcti)
-    guard write.status == 0 else { throw LibvirtHarnessError(message: "tpm2_nvwrite: \(write.stderr)") }
 }
 
 /// The names in a state directory, and a check that none of them is swtpm's plaintext.

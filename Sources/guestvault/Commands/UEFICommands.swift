@@ -34,20 +34,8 @@ struct UEFICommand: ParsableCommand {
 }
 
 /// A failure of the `uefi` verb itself (the parser's errors are ``UEFIFormatError``s).
-struct UEFICommandError: GuestVaultError {
-    let code: ErrorCode
-    let message: String
-    let underlying: (any Error & Sendable)?
-    let location: SourceLocation
-
-    init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil,
-         file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.message = message
-        self.underlying = underlying
-        self.location = SourceLocation(file: file, line: line)
-    }
-}
+enum UEFICommandErrorDomain {}
+typealias UEFICommandError = DomainError<UEFICommandErrorDomain>
 
 extension ErrorCode {
     static let uefiEntryMissing = ErrorCode("uefiEntryMissing", .notFound)

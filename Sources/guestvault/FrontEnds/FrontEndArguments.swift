@@ -1,3 +1,4 @@
+import GuestVaultCore
 /// swtpm's command lines, read as getopt_long reads them: `--name value`, `--name=value`,
 /// short options (`-s`), and swtpm's `key=value,key=value` option values. Every flag
 /// the front end does not know is an error that names it.

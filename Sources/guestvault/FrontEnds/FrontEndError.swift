@@ -10,22 +10,13 @@ extension ErrorCode {
     static let frontEndState = ErrorCode("frontEndState", .failure)
 }
 
-/// An error of a front end (`swtpm`, `swtpm_setup`, `swtpm_ioctl`); its message names the
-/// program and the flag or file it is about.
-struct FrontEndError: GuestVaultError {
-    let code: ErrorCode
-    let message: String
-    let underlying: (any Error & Sendable)?
-    let location: SourceLocation
+/// What a front end's errors are about: `FrontEndError` is an error of a front end
+/// (`swtpm`, `swtpm_setup`, `swtpm_ioctl`); its message names the program and the flag or
+/// file it is about.
+enum FrontEndErrorDomain {}
+typealias FrontEndError = DomainError<FrontEndErrorDomain>
 
-    init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil,
-         file: String = #fileID, line: Int = #line) {
-        self.code = code
-        self.message = message
-        self.underlying = underlying
-        self.location = SourceLocation(file: file, line: line)
-    }
-
+extension DomainError where Domain == FrontEndErrorDomain {
     static func usage(_ program: String, _ message: String) -> FrontEndError {
         FrontEndError(.frontEndUsage, "\(program): \(message)")
     }
