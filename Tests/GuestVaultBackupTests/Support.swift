@@ -82,11 +82,7 @@ final class ServedTPM {
         process.standardError = stderrPipe
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        for _ in 0..<1000 {
-            if (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port + 1))) != nil { return }
-            if !process.isRunning { break }
-            usleep(20_000)
-        }
+        if waitUntilAccepting(port: port + 1, while: process) { return }
         throw Failure(message: "guestvault serve did not come up: \(String(decoding: stderrPipe.fileHandleForReading.availableData, as: UTF8.self))")
     }
 

@@ -77,12 +77,7 @@ final class ServedTPM {
         process.standardOutput = FileHandle.nullDevice
         try process.run()
         // Ready when the control port accepts.
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline {
-            if (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port + 1))) != nil { return }
-            if !process.isRunning { break }
-            usleep(20_000)
-        }
+        if waitUntilAccepting(port: port + 1, while: process) { return }
         throw ServerError(message: "guestvault serve did not come up: \(String(decoding: stderrPipe.fileHandleForReading.availableData, as: UTF8.self))")
     }
 

@@ -1,3 +1,4 @@
+public import Foundation
 import GuestVaultSystem
 
 /// Two free TCP ports P (even) and P+1 on 127.0.0.1, found by listening on both and
@@ -13,4 +14,16 @@ public func freeLoopbackPortPair() -> UInt16 {
         }
     }
     return 0
+}
+
+/// Waits until something accepts on 127.0.0.1:`port` (a server child coming up) for at
+/// most `seconds`; false when `process` ended first or the time ran out.
+public func waitUntilAccepting(port: UInt16, while process: Process, seconds: Double = 20) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if (try? StreamSocket.connect(.tcp(host: "127.0.0.1", port: port))) != nil { return true }
+        if !process.isRunning { return false }
+        usleep(20_000)
+    }
+    return false
 }
