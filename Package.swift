@@ -27,6 +27,9 @@ let package = Package(
         // A scriptable transfer sender for tests and fuzzers of receivers.
         .library(name: "GuestVaultTransferTesting", targets: ["GuestVaultTransferTesting"]),
         .executable(name: "guestvault", targets: ["GuestVaultCLI"]),
+        // The per-VM process alone (`serve` and the swtpm front ends), linked lean and with
+        // the Swift runtime inside: what each VM's vTPM costs (docs/PERFORMANCE.md).
+        .executable(name: "guestvault-vm", targets: ["guestvault-vm"]),
         // The C ABI for host tools: libguestvault.so with include/guestvault.h (docs/C-API.md).
         .library(name: "GuestVault", type: .dynamic, targets: ["GuestVaultC"]),
     ],
@@ -158,6 +161,43 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: The per-VM process: `serve` and the swtpm-compatible front ends (swtpm,
+        // swtpm_setup, swtpm_ioctl) that libvirt and Proxmox run. No cluster client.
+        .target(
+            name: "GuestVaultVM",
+            dependencies: [
+                "GuestVaultCore",
+                "GuestVaultCrypto",
+                "GuestVaultKeys",
+                "GuestVaultState",
+                "GuestVaultSystem",
+                "GuestVaultTPM",
+                "GuestVaultTPMContainer",
+                "GuestVaultUEFI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // `guestvault-vm`: GuestVaultVM alone, the Swift runtime and Foundation linked in
+        // (started once per VM: no shared-library loading and relocation of the whole CLI).
+        .executableTarget(
+            name: "guestvault-vm",
+            dependencies: ["GuestVaultVM"],
+            path: "Sources/guestvault-vm",
+            swiftSettings: strict,
+            // SwiftPM's --static-swift-stdlib would link every executable so; this links only
+            // this one, naming the static Foundation's own libraries (which the modules,
+            // compiled against the shared Foundation, do not list); lld, because the GNU
+            // linkers warn about a glibc function the static Foundation references.
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "--start-group",
+                                           "-lFoundation", "-lFoundationEssentials", "-lFoundationInternationalization",
+                                           "-lCoreFoundation", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU",
+                                           "-lswiftDispatch", "-ldispatch", "-lBlocksRuntime", "-lswiftSynchronization",
+                                           "-lswift_RegexParser", "-lswift_StringProcessing",
+                                           "-Xlinker", "--end-group"], .when(platforms: [.linux]))]
+        ),
+
         // MARK: The `guestvault` command-line tool.
         .executableTarget(
             name: "GuestVaultCLI",
@@ -173,6 +213,7 @@ let package = Package(
                 "GuestVaultCluster",
                 "GuestVaultUEFI",
                 "GuestVaultBackup",
+                "GuestVaultVM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -274,7 +315,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultFrontEndTests",
-            dependencies: ["GuestVaultCLI", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultTestSupport"],
+            dependencies: ["GuestVaultCLI", "GuestVaultVM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -284,7 +325,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultClusterTests",
-            dependencies: ["GuestVaultCluster", "GuestVaultCore", "GuestVaultSystem", "GuestVaultTPM", "GuestVaultTestSupport", "GuestVaultCLI"],
+            dependencies: ["GuestVaultCluster", "GuestVaultCore", "GuestVaultSystem", "GuestVaultTPM", "GuestVaultTestSupport", "GuestVaultCLI", "GuestVaultVM"],
             swiftSettings: strict
         ),
     ]

@@ -2,7 +2,10 @@
 # Installs GuestVault's swtpm-compatible front ends (swtpm, swtpm_setup, swtpm_ioctl)
 # into a directory that an operator puts first in libvirt's (or Proxmox's) PATH.
 #   scripts/install-frontends.sh [--binary PATH] [--vault DIR] [--nvram-dir DIR] DIR
-# --binary: the guestvault binary (default: .build/release/guestvault, else .build/debug).
+# --binary: the binary the front ends run: guestvault-vm (the per-VM process alone, small
+#           and quick to start) or guestvault (the whole CLI, which answers to the same
+#           names). Default: .build/release/guestvault-vm, else .build/debug/guestvault-vm,
+#           else guestvault there.
 # --vault:  the host's vault, when it is not the default /var/lib/guestvault/vault;
 #           then each front end is a two-line wrapper that sets GUESTVAULT_VAULT
 #           (libvirt starts swtpm with a cleared environment). Without it, symlinks.
@@ -30,12 +33,13 @@ fi
 target="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [[ -z "$binary" ]]; then
-    for candidate in "$root/.build/release/guestvault" "$root/.build/debug/guestvault"; do
+    for candidate in "$root/.build/release/guestvault-vm" "$root/.build/debug/guestvault-vm" \
+                     "$root/.build/release/guestvault" "$root/.build/debug/guestvault"; do
         if [[ -x "$candidate" ]]; then binary="$candidate"; break; fi
     done
 fi
 if [[ -z "$binary" || ! -x "$binary" ]]; then
-    echo "install-frontends.sh: no guestvault binary (build first, or give --binary)" >&2
+    echo "install-frontends.sh: no guestvault-vm or guestvault binary (build first, or give --binary)" >&2
     exit 1
 fi
 binary="$(readlink -f "$binary")"
@@ -54,4 +58,4 @@ for name in swtpm swtpm_setup swtpm_ioctl; do
         ln -s "$binary" "$target/$name"
     fi
 done
-echo "Installed swtpm, swtpm_setup, swtpm_ioctl in $target (guestvault: $binary, vault: ${vault:-/var/lib/guestvault/vault}, nvram: ${nvram:-/run/guestvault/nvram})"
+echo "Installed swtpm, swtpm_setup, swtpm_ioctl in $target (running $binary, vault: ${vault:-/var/lib/guestvault/vault}, nvram: ${nvram:-/run/guestvault/nvram})"

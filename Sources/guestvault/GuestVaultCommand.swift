@@ -3,6 +3,7 @@ import Foundation
 import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultSystem
+import GuestVaultVM
 import Logging
 
 @main
@@ -47,6 +48,8 @@ struct GuestVaultCommand: AsyncParsableCommand {
     /// category).
     static func main() async {
         let hardened = ProcessHardening.apply()
+        // `serve` in a cluster: the VM's lease through GuestVaultCluster (docs/CLUSTER.md).
+        ServeCluster.install(ClusterCommand.serveSession)
         // Called as swtpm, swtpm_setup or swtpm_ioctl (libvirt, Proxmox): that front end.
         FrontEndDispatch.runIfCalledByName()
         var arguments = Array(CommandLine.arguments.dropFirst())
@@ -80,7 +83,7 @@ struct GuestVaultCommand: AsyncParsableCommand {
                 if !text.isEmpty { print(text) }
                 Foundation.exit(0)
             }
-            Failure.exitUsage(error)
+            Failure.exitUsage(error, command: GuestVaultCommand.self)
         }
         // swift-log takes one bootstrap per process. `serve` chooses its own handler for
         // now (its --log-level and --log-file); every other verb logs to stderr.
@@ -97,23 +100,8 @@ struct GuestVaultCommand: AsyncParsableCommand {
             } else {
                 try command.run()
             }
-        } catch let error as any GuestVaultError {
-            Failure.exit(error)
-        } catch let code as ExitCode {
-            // A verb that chose its exit status has already said what it wanted to.
-            Foundation.exit(code.rawValue == 0 ? 0 : min(max(code.rawValue, 1), 127))
         } catch {
-            // ArgumentParser's own outcomes (help, version, a usage error found while
-            // running) keep its meaning; anything else is a failure.
-            if exitCode(for: error) == .success {
-                let text = fullMessage(for: error)
-                if !text.isEmpty { print(text) }
-                return
-            }
-            if error is ValidationError || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
-                Failure.exitUsage(error)
-            }
-            Failure.exit(error)
+            Failure.exitAfterVerb(error, command: GuestVaultCommand.self)
         }
     }
 }

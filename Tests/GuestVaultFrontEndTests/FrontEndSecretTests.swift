@@ -1,5 +1,5 @@
 import Foundation
-@testable import GuestVaultCLI
+@testable import GuestVaultVM
 import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultState

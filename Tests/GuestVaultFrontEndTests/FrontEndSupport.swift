@@ -2,14 +2,15 @@ import Foundation
 import GuestVaultTestSupport
 import Testing
 
-/// The front ends as libvirt finds them: scripts/install-frontends.sh run into `directory`.
+/// The front ends as libvirt finds them: scripts/install-frontends.sh run into `directory`,
+/// over `guestvault-vm` (the per-VM executable the script installs by default).
 func installFrontEnds(into directory: String, vault: String) throws {
     var root = URL(fileURLWithPath: GuestVaultBinary.path).deletingLastPathComponent()
     while root.path != "/" && !FileManager.default.fileExists(atPath: root.appendingPathComponent("scripts/install-frontends.sh").path) {
         root = root.deletingLastPathComponent()
     }
     let result = try runProcess("/bin/bash", [root.appendingPathComponent("scripts/install-frontends.sh").path,
-                                              "--binary", GuestVaultBinary.path, "--vault", vault, directory])
+                                              "--binary", GuestVaultBinary.vmPath, "--vault", vault, directory])
     guard result.status == 0 else { throw LibvirtHarnessError(message: "install-frontends.sh: \(result.stderr)") }
 }
 

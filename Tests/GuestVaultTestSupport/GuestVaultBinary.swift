@@ -14,4 +14,8 @@ public enum GuestVaultBinary {
     }
 
     public static var path: String { url.path }
+
+    /// `guestvault-vm`, the per-VM process on its own (serve and the swtpm front ends),
+    /// built beside `guestvault`.
+    public static var vmPath: String { url.deletingLastPathComponent().appendingPathComponent("guestvault-vm").path }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GuestVaultBackup
 import GuestVaultKeys
+import GuestVaultVM
 
 struct BackupCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -5,6 +5,7 @@ import GuestVaultCrypto
 import GuestVaultKeys
 @_spi(Benchmarking) import GuestVaultState
 import GuestVaultSystem
+import GuestVaultVM
 
 struct BenchmarkCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -88,6 +89,9 @@ struct BenchmarkCommand: ParsableCommand {
     @Option(name: .customLong("footprint-runs"), help: ArgumentHelp("Runs of the start and round-trip figures (1 to 100).", valueName: "n"))
     var footprintRunCount = FootprintRuns(checked: 5)
 
+    @Option(name: .customLong("serve-binary"), help: ArgumentHelp("The executable whose `serve` the footprint rows measure (default: guestvault-vm beside this binary, the per-VM executable libvirt's front ends run; else this binary).", valueName: "path"))
+    var serveBinary: String?
+
     struct Row: Codable {
         let name: String
         let operationsPerSecond: Double?
@@ -158,7 +162,8 @@ struct BenchmarkCommand: ParsableCommand {
             tpmReport = try TPMBenchmarkRun(json: json, dir: dir).run()
         }
         if footprint || footprintOnly || all {
-            goals += try FootprintBenchmarkRun(json: json, dir: dir, vms: vmCount.value, runs: footprintRunCount.value).run()
+            goals += try FootprintBenchmarkRun(json: json, dir: dir, vms: vmCount.value, runs: footprintRunCount.value,
+                                            tool: FootprintBenchmarkRun.serveExecutable(serveBinary)).run()
         }
         if transfer || transferOnly || all {
             let (report, goal) = try TransferBenchmarkRun(json: json, dir: dir, mebibytes: transferMiB, rounds: rounds).run()

@@ -6,6 +6,7 @@ import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultState
 import GuestVaultTPM
+import GuestVaultVM
 
 /// `guestvault cluster init|join|leave|status|check`: a vault's membership in a cluster
 /// of hosts that agree on VM ownership and generations through etcd (docs/CLUSTER.md).
@@ -187,7 +188,7 @@ extension ClusterCommand {
     /// visible generation into this owner's file and returns the session whose storage
     /// the TPM server uses; nil when the vault is in no cluster.
     static func serveSession(state: String, vault: VaultOptions, wait: Int?, incomingMigration: Bool,
-                             onLost: @escaping @Sendable (ClusterError) -> Void) throws -> ClusterServeSession? {
+                             onLost: @escaping @Sendable (String) -> Void) throws -> (any ServeClusterSession)? {
         let path = try vault.resolvedPath()
         guard let configuration = try ClusterConfiguration.load(vault: path) else {
             if wait != nil { throw ValidationError("--cluster-wait: vault \(path) is in no cluster") }
@@ -197,26 +198,19 @@ extension ClusterCommand {
             throw ClusterError(ErrorCode("clusterUnsupported", .unsupported),
                                "live migration into a cluster member is not supported yet: the member that takes the VM's lease starts it from the shared container (docs/CLUSTER.md)")
         }
-        return try ClusterServeSession(sharedPath: state, vault: vault.open(), vaultPath: path, configuration: configuration,
-                                       wait: wait.map { .seconds($0) }, onLost: onLost)
+        return try ClusterServeAdapter(ClusterServeSession(sharedPath: state, vault: vault.open(), vaultPath: path, configuration: configuration,
+                                       wait: wait.map { .seconds($0) }, onLost: { onLost($0.message) }))
     }
 }
 
-/// Lets the lease-loss callback (on the keep-alive thread) stop a TPM server that is
-/// made after the session. `TPMServer.requestStop` is an atomic store, safe from any
-/// thread (the signal handlers call it too); the lock guards only the reference.
-final class ServerStopper: @unchecked Sendable {
-    private let lock = NSLock()
-    private var server: TPMServer?
-    private var stopped = false
+/// `serve`'s view of a cluster session (GuestVaultVM carries no cluster client).
+final class ClusterServeAdapter: ServeClusterSession {
+    let session: ClusterServeSession
 
-    func set(_ value: TPMServer) {
-        let stopNow = lock.withLock { server = value; return stopped }
-        if stopNow { value.requestStop() }
-    }
+    init(_ session: ClusterServeSession) { self.session = session }
 
-    func stop() {
-        let current = lock.withLock { stopped = true; return server }
-        current?.requestStop()
-    }
+    var vmLabel: String { "\(session.ownership.vm)" }
+    var tpmStorage: any TPMStateStorage { session.storage }
+    var stopError: (any Error)? { session.storage.stopReason }
+    func release() { session.release() }
 }

@@ -8,6 +8,7 @@ import GuestVaultSystem
 import GuestVaultTPM
 import GuestVaultTPMContainer
 import GuestVaultTransfer
+import GuestVaultVM
 import Synchronization
 
 struct Demo: ParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GuestVaultCrypto
 import GuestVaultKeys
+import GuestVaultVM
 
 struct RecoveryKeyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GuestVaultKeys
 import GuestVaultState
+import GuestVaultVM
 
 struct SnapshotCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

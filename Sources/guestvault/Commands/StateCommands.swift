@@ -6,6 +6,7 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultTPM
 import GuestVaultTPMContainer
+import GuestVaultVM
 
 struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(

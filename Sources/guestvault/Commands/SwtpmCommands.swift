@@ -5,6 +5,7 @@ import GuestVaultState
 import GuestVaultSystem
 import GuestVaultTPM
 import GuestVaultTPMContainer
+import GuestVaultVM
 
 /// `--key` and `--pwdfile`, as swtpm and swtpm_setup take them.
 struct SwtpmKeyOptions: ParsableArguments {

@@ -1,3 +1,4 @@
+import ArgumentParser
 import Dispatch
 import Foundation
 import GuestVaultSystem
@@ -218,7 +219,22 @@ struct FootprintBenchmarkRun {
 
     enum Kind: String { case guestvault, swtpm }
 
-    let tool = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+    /// The executable whose `serve` is measured.
+    let tool: String
+    /// This executable (the CLI: `vault init`, `create`).
+    let cli = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+
+    /// `path` if given, else `guestvault-vm` beside this executable (what runs per VM),
+    /// else this executable.
+    static func serveExecutable(_ path: String?) throws -> String {
+        if let path {
+            guard FileManager.default.isExecutableFile(atPath: path) else { throw ValidationError("--serve-binary \(path) is not an executable file") }
+            return path
+        }
+        let me = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let lean = me.deletingLastPathComponent().appendingPathComponent("guestvault-vm").path
+        return FileManager.default.isExecutableFile(atPath: lean) ? lean : me.path
+    }
 
     /// Starts a server on Unix sockets (or TCP when `tcp`), waits until its data channel
     /// answers a GetRandom and returns it with the seconds that took from exec.
@@ -271,7 +287,7 @@ struct FootprintBenchmarkRun {
     func manufacture(_ kind: Kind, at path: String, vault: String, ek: Bool) throws {
         switch kind {
         case .guestvault:
-            let status = try TPMBenchmarkRun.run(tool, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm"] + (ek ? ["--ek"] : []) + [path])
+            let status = try TPMBenchmarkRun.run(cli, ["create", "--vault", vault, "--vm", UUID().uuidString, "--tpm"] + (ek ? ["--ek"] : []) + [path])
             guard status == 0 else { throw TPMBenchmarkRun.BenchmarkFailure(message: "guestvault create --tpm exited \(status)") }
         case .swtpm:
             try FileSystem.createDirectory(path)
@@ -290,7 +306,7 @@ struct FootprintBenchmarkRun {
         try FileSystem.createDirectory(scratch)
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let vault = FileSystem.join(scratch, "vault")
-        _ = try TPMBenchmarkRun.run(tool, ["vault", "init", "--vault", vault])
+        _ = try TPMBenchmarkRun.run(cli, ["vault", "init", "--vault", vault])
         var goals: [BenchmarkCommand.Goal] = []
         func add(_ goal: BenchmarkCommand.Goal) {
             goals.append(goal)
@@ -317,7 +333,7 @@ struct FootprintBenchmarkRun {
         let startGV = median(startTimes[.guestvault]!), startSwtpm = median(startTimes[.swtpm]!)
         add(.init(name: "serve start to the data channel answering GetRandom", unit: "ms", figure: startGV, spread: spread(startTimes[.guestvault]!),
                   reference: startSwtpm, referenceName: "swtpm 0.7.1 socket, same flags and client", referenceSpread: spread(startTimes[.swtpm]!),
-                  goal: "<= 1.0", higherIsBetter: false, note: "median of \(startTimes[.guestvault]!.count) starts each, interleaved, Unix sockets"))
+                  goal: "<= 1.0", higherIsBetter: false, note: "median of \(startTimes[.guestvault]!.count) starts each, interleaved, Unix sockets; `\(URL(fileURLWithPath: tool).lastPathComponent) serve`"))
 
         // Idle resident memory after manufacture and startup.
         usleep(500_000)
@@ -326,7 +342,7 @@ struct FootprintBenchmarkRun {
         add(.init(name: "serve resident memory, idle (RSS)", unit: "KiB", figure: Double(memGV.rssKiB), spread: nil,
                   reference: Double(memSwtpm.rssKiB), referenceName: "swtpm 0.7.1, same TPM (EK, certificates), idle", referenceSpread: nil,
                   goal: "<= 1.0", higherIsBetter: false,
-                  note: "PSS \(memGV.pssKiB) vs \(memSwtpm.pssKiB) KiB, private \(memGV.privateKiB) vs \(memSwtpm.privateKiB) KiB, anonymous \(memGV.anonymousKiB) vs \(memSwtpm.anonymousKiB) KiB"))
+                  note: "`\(URL(fileURLWithPath: tool).lastPathComponent) serve`; PSS \(memGV.pssKiB) vs \(memSwtpm.pssKiB) KiB, private \(memGV.privateKiB) vs \(memSwtpm.privateKiB) KiB, anonymous \(memGV.anonymousKiB) vs \(memSwtpm.anonymousKiB) KiB"))
         if !json {
             print("    largest resident mappings of serve: " + (try ServerFootprint.residentByMapping(pid: live[.guestvault]!.process.processIdentifier))
                 .prefix(8).map { "\(URL(fileURLWithPath: $0.name).lastPathComponent) \($0.kib)" }.joined(separator: ", ") + " (KiB)")

@@ -4,6 +4,7 @@ import GuestVaultCrypto
 import GuestVaultKeys
 import GuestVaultSystem
 import GuestVaultTransfer
+import GuestVaultVM
 import Logging
 import Synchronization
 

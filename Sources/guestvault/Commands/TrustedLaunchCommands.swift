@@ -8,16 +8,11 @@ import GuestVaultSystem
 import GuestVaultTPM
 import GuestVaultTPMContainer
 import GuestVaultUEFI
+import GuestVaultVM
 import Logging
 
 // Trusted launch (docs/TRUSTED-LAUNCH.md): the UEFI variables sealed beside the vTPM, and
 // boot-integrity checks from the host (`pcrs`, `policy record|check`).
-
-/// Debian's OVMF templates (package `ovmf`).
-enum OVMFTemplates {
-    static let secureBoot = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
-    static let plain = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-}
 
 extension Create {
     /// `create --uefi [--secure-boot] [--uefi-template FILE]`: seeds `uefi.vars`.
@@ -33,25 +28,6 @@ extension Create {
         try container.write(UEFIVarsFile.entryName, bytes)
         try container.commit()
         return (template, bytes.count)
-    }
-}
-
-extension Serve {
-    /// The trusted-launch service beside the TPM, if any of its options is given.
-    func makeTrustedLaunch(storage: ContainerTPMStorage, logger: Logger) throws -> TrustedLaunchService? {
-        guard uefiVars != nil || hostSocket != nil || checkPolicy else { return nil }
-        if checkPolicy && storage.info.entries.contains(where: { $0.name == BootPolicy.entryName }) == false {
-            logger.warning("--check-policy: the container holds no boot policy yet; record one with `guestvault policy record`")
-        }
-        let vars = try uefiVars.map { try UEFIVarsFile(path: $0, storage: storage) }
-        if let vars, vars.leftover == .recovered {
-            logger.warning("\(vars.path) was left by a run that was killed and differed from the container; sealed it in and kept it")
-        }
-        let service = try TrustedLaunchService(
-            configuration: .init(hostSocket: hostSocket, pollInterval: uefiPoll, checkPolicy: checkPolicy, policySettle: policySettle),
-            storage: storage, uefiVars: vars, logger: logger)
-        service.start()
-        return service
     }
 }
 

@@ -5,6 +5,7 @@ import GuestVaultKeys
 import GuestVaultState
 import GuestVaultSystem
 import GuestVaultUEFI
+import GuestVaultVM
 
 /// `guestvault uefi list|show`: a VM's UEFI variable store, from an OVMF VARS file or a
 /// container entry, parsed as hostile input (docs/UEFI.md).

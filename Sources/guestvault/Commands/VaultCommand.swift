@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GuestVaultCrypto
 import GuestVaultKeys
+import GuestVaultVM
 
 struct VaultCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import Foundation
 import GuestVaultCore
 import GuestVaultSystem
+import GuestVaultVM
 
 /// Reads all of standard input or a file, in pieces. A file is opened with the safe-open
 /// checks (O_NOFOLLOW, O_NONBLOCK, regular files only): a directory, FIFO or device is

@@ -1,32 +1,34 @@
-import ArgumentParser
+public import ArgumentParser
 import Foundation
-import GuestVaultCrypto
-import GuestVaultKeys
+public import GuestVaultCrypto
+public import GuestVaultKeys
 import GuestVaultSystem
 
 /// `--vault DIR` (or GUESTVAULT_VAULT) and `--passphrase-file F` (or
 /// GUESTVAULT_PASSPHRASE_FILE), shared by every verb that uses a vault.
-struct VaultOptions: ParsableArguments {
+public struct VaultOptions: ParsableArguments {
+    public init() {}
+
     @Option(name: .customLong("vault"), help: ArgumentHelp(
         "The key vault directory (default: $GUESTVAULT_VAULT).", valueName: "dir"))
-    var vaultPath: String?
+    public var vaultPath: String?
 
     @Option(name: .customLong("passphrase-file"), help: ArgumentHelp(
         "A file holding the vault's passphrase, if it has one (default: $GUESTVAULT_PASSPHRASE_FILE). Mode must be 0600 or stricter.",
         valueName: "file"))
-    var passphraseFile: String?
+    public var passphraseFile: String?
 
     @Option(name: .customLong("recovery-key"), help: ArgumentHelp(
         "An offline recovery key file (`guestvault recovery-key new`) that opens the container's recovery slot; with it the vault may be left out. Repeatable. Verbs that need the vault itself refuse it.",
         valueName: "file"))
-    var recoveryKeyFiles: [String] = []
+    public var recoveryKeyFiles: [String] = []
 
     @Option(name: .customLong("recovery-passphrase-file"), help: ArgumentHelp(
         "A file holding the recovery key's passphrase, if it has one (mode 0600).", valueName: "file"))
-    var recoveryPassphraseFile: String?
+    public var recoveryPassphraseFile: String?
 
     /// The vault directory, from the option or the environment.
-    func resolvedPath() throws -> String {
+    public func resolvedPath() throws -> String {
         if let vaultPath { return vaultPath }
         if let fromEnvironment = ProcessInfo.processInfo.environment["GUESTVAULT_VAULT"], !fromEnvironment.isEmpty {
             return fromEnvironment
@@ -35,7 +37,7 @@ struct VaultOptions: ParsableArguments {
     }
 
     /// The passphrase, if a passphrase file was given.
-    func passphrase() throws -> SecretBytes? {
+    public func passphrase() throws -> SecretBytes? {
         let file = passphraseFile ?? ProcessInfo.processInfo.environment["GUESTVAULT_PASSPHRASE_FILE"]
         guard let file, !file.isEmpty else { return nil }
         return try readSecretFile(file, what: "passphrase")
@@ -43,7 +45,7 @@ struct VaultOptions: ParsableArguments {
 
     /// Opens the vault, for a verb that uses the vault alone: a --recovery-key given to
     /// such a verb is refused rather than ignored.
-    func open() throws -> KeyVault {
+    public func open() throws -> KeyVault {
         guard recoveryKeyFiles.isEmpty else {
             throw ValidationError("this verb works with the vault only; --recovery-key is not used here (give the container to a vault first: `guestvault rekey --recovery-key FILE --to-vault DIR STATE`)")
         }
@@ -51,17 +53,17 @@ struct VaultOptions: ParsableArguments {
     }
 
     /// Opens the vault whether or not recovery keys were given too.
-    func openVault() throws -> KeyVault {
+    public func openVault() throws -> KeyVault {
         try KeyVault.open(at: resolvedPath(), passphrase: passphrase())
     }
 
     /// Whether a vault was named (option or environment).
-    var namesVault: Bool {
+    public var namesVault: Bool {
         vaultPath != nil || !(ProcessInfo.processInfo.environment["GUESTVAULT_VAULT"] ?? "").isEmpty
     }
 
     /// The recovery keys given with --recovery-key.
-    func recoveryKeys() throws -> [X25519.PrivateKey] {
+    public func recoveryKeys() throws -> [X25519.PrivateKey] {
         guard !recoveryKeyFiles.isEmpty else { return [] }
         let passphrase = try recoveryPassphraseFile.map { try readSecretFile($0, what: "recovery key passphrase") }
         return try recoveryKeyFiles.map { try RecoveryKeyFile.load(at: $0, passphrase: passphrase) }
@@ -69,7 +71,7 @@ struct VaultOptions: ParsableArguments {
 
     /// What opens a container: the vault (required unless a recovery key is given) and
     /// any recovery keys.
-    func credentials() throws -> UnlockCredentials {
+    public func credentials() throws -> UnlockCredentials {
         let keys = try recoveryKeys()
         let vault = keys.isEmpty || namesVault ? try openVault() : nil
         return UnlockCredentials(vault: vault, recipientKeys: keys)
@@ -77,12 +79,12 @@ struct VaultOptions: ParsableArguments {
 }
 
 /// Reads a small secret from a file that only its owner may read (see ``SecretFile``).
-func readSecretFile(_ path: String, what: String) throws -> SecretBytes {
+public func readSecretFile(_ path: String, what: String) throws -> SecretBytes {
     try SecretFile.read(path, what: what, hint: "write the \(what) to it", singleLine: false)
 }
 
 /// Prints an Encodable as JSON (sorted keys, one object).
-func printJSON<T: Encodable>(_ value: T) throws {
+public func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes, .prettyPrinted]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))

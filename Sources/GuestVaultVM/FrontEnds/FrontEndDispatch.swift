@@ -4,7 +4,7 @@ import GuestVaultCore
 /// Runs the swtpm-compatible front end this binary was called as: `swtpm`,
 /// `swtpm_setup` or `swtpm_ioctl` (a link to `guestvault` under that name, see
 /// scripts/install-frontends.sh), or `guestvault swtpm ...` and so on.
-enum FrontEndDispatch {
+public enum FrontEndDispatch {
     static let names = ["swtpm", "swtpm_setup", "swtpm_ioctl"]
 
     /// The front end and its arguments, nil when this is the `guestvault` CLI.
@@ -17,7 +17,7 @@ enum FrontEndDispatch {
     }
 
     /// Runs the front end named in CommandLine.arguments and exits, or returns for the CLI.
-    static func runIfCalledByName() {
+    public static func runIfCalledByName() {
         guard let (name, arguments) = frontEnd(for: CommandLine.arguments) else { return }
         let status: Int32
         do {

@@ -1,16 +1,16 @@
 import Foundation
-import Logging
+public import Logging
 
 /// The CLI's logging: swift-log with a handler that writes one line per record to
 /// standard error (`<time> <level> <label>: <message> key=value ...`), printable
 /// characters only. The level comes from `--log-level` or `GUESTVAULT_LOG_LEVEL`
 /// (trace, debug, info, notice, warning, error, critical; default warning). Libraries
 /// take a `Logger` from their caller; only the executable chooses the handler.
-enum CLILogging {
-    static let environmentVariable = "GUESTVAULT_LOG_LEVEL"
+public enum CLILogging {
+    public static let environmentVariable = "GUESTVAULT_LOG_LEVEL"
 
     /// The level from `--log-level`, else the environment, else `.warning`.
-    static func level(option: String?) throws -> Logger.Level {
+    public static func level(option: String?) throws -> Logger.Level {
         let text = option ?? ProcessInfo.processInfo.environment[environmentVariable]
         guard let text, !text.isEmpty else { return .warning }
         guard let level = Logger.Level(rawValue: text.lowercased()) else {
@@ -21,7 +21,7 @@ enum CLILogging {
     }
 
     /// Installs the stderr handler (once per process; swift-log allows one bootstrap).
-    static func bootstrap(level: Logger.Level) {
+    public static func bootstrap(level: Logger.Level) {
         LoggingSystem.bootstrap { label in StandardErrorLineHandler(label: label, logLevel: level) }
     }
 }

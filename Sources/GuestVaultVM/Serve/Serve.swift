@@ -1,7 +1,6 @@
-import ArgumentParser
+public import ArgumentParser
 import Dispatch
 import Foundation
-import GuestVaultCluster
 import GuestVaultCore
 import GuestVaultKeys
 import GuestVaultState
@@ -11,8 +10,8 @@ import GuestVaultTPMContainer
 import Logging
 import Synchronization
 
-struct Serve: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct Serve: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         abstract: "Run a VM's vTPM from its sealed container, speaking swtpm's socket interface.",
         discussion: """
             One process serves one VM, as swtpm does. The data channel (--server) carries TPM
@@ -143,7 +142,9 @@ struct Serve: ParsableCommand {
         return Logger(label: "guestvault.serve") { _ in handler }
     }
 
-    func run() throws {
+    public init() {}
+
+    public func run() throws {
         guard let control = StreamSocket.Address(ctrl) else { throw ValidationError("--ctrl \(ctrl) is not tcp:HOST:PORT or unix:PATH") }
         let data = try server.map { text -> StreamSocket.Address in
             guard let address = StreamSocket.Address(text) else { throw ValidationError("--server \(text) is not tcp:HOST:PORT or unix:PATH") }
@@ -166,16 +167,16 @@ struct Serve: ParsableCommand {
         // the server stops (fail-stop). Live migration is not offered there (yet).
         let stopper = ServerStopper()
         let failureLogger = logger
-        let cluster = try ClusterCommand.serveSession(state: state, vault: vault, wait: clusterWait,
-                                                      incomingMigration: migrationSettings.incoming) { reason in
-            failureLogger.critical("\(reason.message)")
+        let cluster = try ServeCluster.session(state: state, vault: vault, wait: clusterWait,
+                                               incomingMigration: migrationSettings.incoming) { reason in
+            failureLogger.critical("\(reason)")
             stopper.stop()
         }
         let storage: any TPMStateStorage
         var plain: ContainerTPMStorage?
         if let cluster {
-            logger[metadataKey: "vm"] = "\(cluster.ownership.vm)"
-            storage = cluster.storage
+            logger[metadataKey: "vm"] = "\(cluster.vmLabel)"
+            storage = cluster.tpmStorage
         } else {
             // An incoming migration on shared storage does not take the writer lock until the
             // state arrives (the source still holds it).
@@ -226,7 +227,7 @@ struct Serve: ParsableCommand {
         try server.run()
         try trusted?.finish()
         try plain?.flush()
-        if let reason = cluster?.storage.stopReason { throw reason }
+        if let reason = cluster?.stopError { throw reason }
     }
 }
 
@@ -234,7 +235,7 @@ struct Serve: ParsableCommand {
 /// (an atomic store, async-signal-safe); a watcher thread hands it to the server once
 /// the server exists, so a signal that arrives while the server is being set up is
 /// never lost (nor does it kill the process before the volatile state is stored).
-enum StopSignals {
+public enum StopSignals {
     static let requested = Atomic<Bool>(false)
 
     static func install() {

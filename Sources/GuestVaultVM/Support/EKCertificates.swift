@@ -1,13 +1,13 @@
-import Foundation
+public import Foundation
 import GuestVaultCore
-import GuestVaultCrypto
-import GuestVaultKeys
-import GuestVaultTPM
+public import GuestVaultCrypto
+public import GuestVaultKeys
+public import GuestVaultTPM
 
 /// Issues EK and platform certificates with the vault's host CA (made on first use; its
 /// certificate is in the vault as ca.pem).
-enum EKCertificates {
-    static func issuer(vault: KeyVault, vm: UUID) throws -> (@Sendable (TPMPublicKey) throws -> [UInt8])? {
+public enum EKCertificates {
+    public static func issuer(vault: KeyVault, vm: UUID) throws -> (@Sendable (TPMPublicKey) throws -> [UInt8])? {
         let authority = try vault.hostCA()
         let vmID = vm.uuidString.lowercased()
         return { key in
@@ -19,7 +19,7 @@ enum EKCertificates {
 
     /// The platform certificate swtpm_setup `--create-platform-cert` stores (see
     /// ``PlatformCertificateRequest``): for the RSA EK, the VM's id as the subject.
-    static func platformIssuer(vault: KeyVault, vm: UUID) throws -> (@Sendable (TPMPublicKey) throws -> [UInt8])? {
+    public static func platformIssuer(vault: KeyVault, vm: UUID) throws -> (@Sendable (TPMPublicKey) throws -> [UInt8])? {
         let authority = try vault.hostCA()
         let vmID = vm.uuidString.lowercased()
         return { key in
@@ -29,7 +29,7 @@ enum EKCertificates {
         }
     }
 
-    static func endorsementKey(_ key: TPMPublicKey) throws -> EndorsementPublicKey {
+    public static func endorsementKey(_ key: TPMPublicKey) throws -> EndorsementPublicKey {
         switch key {
         case .rsa(let modulus, let exponent): return .rsa(modulus: modulus, exponent: exponent)
         case .ecc(TPMConstant.eccNistP256, let x, let y): return .eccP256(x: x, y: y)

@@ -1,24 +1,24 @@
-import ArgumentParser
+public import ArgumentParser
 import Foundation
-import GuestVaultCore
+public import GuestVaultCore
 
 extension ErrorCode {
     /// A CLI-level check failed (a demo step, a comparison after a round trip).
-    static let checkFailed = ErrorCode("checkFailed", .integrity)
+    public static let checkFailed = ErrorCode("checkFailed", .integrity)
     /// The command line names something that does not fit together.
-    static let badArguments = ErrorCode("badArguments", .usage)
+    public static let badArguments = ErrorCode("badArguments", .usage)
     /// A 32-bit KEK epoch cannot go higher.
-    static let epochExhausted = ErrorCode("epochExhausted", .limit)
+    public static let epochExhausted = ErrorCode("epochExhausted", .limit)
 }
 
 /// An error the CLI itself raises (not a library's), in the one error shape.
-struct CLIError: GuestVaultError {
-    let code: ErrorCode
-    let message: String
-    let underlying: (any Error & Sendable)?
-    let location: SourceLocation
+public struct CLIError: GuestVaultError {
+    public let code: ErrorCode
+    public let message: String
+    public let underlying: (any Error & Sendable)?
+    public let location: SourceLocation
 
-    init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil, file: String = #fileID, line: Int = #line) {
+    public init(_ code: ErrorCode, _ message: String, underlying: (any Error & Sendable)? = nil, file: String = #fileID, line: Int = #line) {
         self.code = code
         self.message = message
         self.underlying = underlying
@@ -30,29 +30,51 @@ struct CLIError: GuestVaultError {
 /// standard error, `guestvault: <message>`, printable characters only, and an exit code
 /// that depends only on the error's category (README, `guestvault --help`), always
 /// below 128.
-enum Failure {
+public enum Failure {
     /// Exit code of a usage error (a bad flag, a missing argument, an invalid value).
-    static let usageExitCode = ErrorCategory.usage.exitCode
+    public static let usageExitCode = ErrorCategory.usage.exitCode
 
     /// Reports `error` and exits.
-    static func exit(_ error: any Error) -> Never {
+    public static func exit(_ error: any Error) -> Never {
         let (line, code) = describe(error)
         report(line)
         Foundation.exit(code)
     }
 
-    /// Reports a command-line parsing or validation error (ArgumentParser's) and exits 2.
-    static func exitUsage(_ error: any Error) -> Never {
-        var text = GuestVaultCommand.message(for: error)
+    /// Reports a command-line parsing or validation error (ArgumentParser's) and exits 2;
+    /// `command` is the command whose arguments were parsed.
+    public static func exitUsage(_ error: any Error, command: any ParsableCommand.Type) -> Never {
+        var text = command.message(for: error)
         if text.isEmpty { text = String(describing: error) }
         report(text)
         Foundation.exit(usageExitCode)
     }
 
+    /// Ends the process after a verb (`command`'s, or one of its subcommands) threw
+    /// `error`: a library's error by its category; an exit code the verb chose; help or
+    /// version that ArgumentParser found while running (printed, exit 0); a usage error
+    /// found while running (exit 2); anything else as a failure.
+    public static func exitAfterVerb(_ error: any Error, command: any ParsableCommand.Type) -> Never {
+        if error is any GuestVaultError { exit(error) }
+        if let code = error as? ExitCode {
+            // A verb that chose its exit status has already said what it wanted to.
+            Foundation.exit(code.rawValue == 0 ? 0 : min(max(code.rawValue, 1), 127))
+        }
+        if command.exitCode(for: error) == .success {
+            let text = command.fullMessage(for: error)
+            if !text.isEmpty { print(text) }
+            Foundation.exit(0)
+        }
+        if error is ValidationError || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
+            exitUsage(error, command: command)
+        }
+        exit(error)
+    }
+
     /// The line and exit code for `error`.
-    static func describe(_ error: any Error) -> (String, Int32) {
-        if error is ValidationError {
-            return (GuestVaultCommand.message(for: error), usageExitCode)
+    public static func describe(_ error: any Error) -> (String, Int32) {
+        if let validation = error as? ValidationError {
+            return (validation.message, usageExitCode)
         }
         if let exit = error as? ExitCode {
             return ("exit \(exit.rawValue)", min(max(exit.rawValue, 1), 127))
@@ -72,7 +94,7 @@ enum Failure {
     }
 
     /// Writes `guestvault: <text>` as one line of printable characters.
-    static func report(_ text: String) {
+    public static func report(_ text: String) {
         var cleaned = sanitized(text)
         for prefix in ["Error: ", "error: "] where cleaned.hasPrefix(prefix) { cleaned.removeFirst(prefix.count) }
         FileHandle.standardError.write(Data("guestvault: \(cleaned)\n".utf8))
@@ -80,7 +102,7 @@ enum Failure {
 
     /// `text` on one line: newlines and tabs become spaces, other control characters
     /// (and escape sequences a terminal would act on) become `?`, runs of spaces collapse.
-    static func sanitized(_ text: String) -> String {
+    public static func sanitized(_ text: String) -> String {
         var out = ""
         var lastWasSpace = false
         for scalar in text.unicodeScalars {
