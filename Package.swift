@@ -190,7 +190,7 @@ let package = Package(
             // this one, naming the static Foundation's own libraries (which the modules,
             // compiled against the shared Foundation, do not list); lld, because the GNU
             // linkers warn about a glibc function the static Foundation references.
-            linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "--start-group",
+            linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--start-group",
                                            "-lFoundation", "-lFoundationEssentials", "-lFoundationInternationalization",
                                            "-lCoreFoundation", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU",
                                            "-lswiftDispatch", "-ldispatch", "-lBlocksRuntime", "-lswiftSynchronization",
@@ -315,7 +315,8 @@ let package = Package(
         ),
         .testTarget(
             name: "GuestVaultFrontEndTests",
-            dependencies: ["GuestVaultCLI", "GuestVaultVM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultTestSupport"],
+            dependencies: ["GuestVaultCLI", "GuestVaultVM", "GuestVaultState", "GuestVaultKeys", "GuestVaultCrypto", "GuestVaultTestSupport",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
         .testTarget(

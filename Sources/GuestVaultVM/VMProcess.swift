@@ -37,6 +37,11 @@ public enum VMProcess {
             Failure.report(arguments.first.map { "unknown verb \($0); \(usage)" } ?? usage)
             exit(Failure.usageExitCode)
         }
+        // The common command lines without ArgumentParser's reflection (ServeSettings).
+        if let settings = ServeSettings.quickParse(arguments) {
+            do { try settings.run() } catch { Failure.exitAfterVerb(error, command: Serve.self) }
+            exit(0)
+        }
         let serve: Serve
         do {
             serve = try Serve.parse(arguments)

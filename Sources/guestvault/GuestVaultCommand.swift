@@ -67,6 +67,12 @@ struct GuestVaultCommand: AsyncParsableCommand {
         } catch {
             Failure.exit(error)
         }
+        // `serve` starts once per VM: a common command line is read without ArgumentParser
+        // (ServeSettings.quickParse, docs/PERFORMANCE.md); anything else is parsed below.
+        if arguments.first == "serve", let settings = ServeSettings.quickParse(Array(arguments.dropFirst())) {
+            do { try settings.run() } catch { Failure.exitAfterVerb(error, command: GuestVaultCommand.self) }
+            Foundation.exit(0)
+        }
         var command: any ParsableCommand
         do {
             // `serve` starts once per VM: parsed alone it skips building the whole verb

@@ -71,6 +71,38 @@ struct VMExecutableTests {
         #expect(bytes.range(of: Data(value.utf8)) == nil, "the NV value is sealed, not in the file")
     }
 
+    /// An idle server waits in poll(2) without a timeout (a stop request wakes it through
+    /// a descriptor): on a host with many VMs, idle vTPMs cost no CPU. Counted as the
+    /// voluntary context switches of all its threads over a second (an idle loop with a
+    /// timeout, or a thread polling for signals, makes tens).
+    @Test(arguments: ["guestvault-vm", "guestvault"])
+    func anIdleServerDoesNotWakeUp(_ name: String) throws {
+        let executable = name == "guestvault-vm" ? GuestVaultBinary.vmPath : GuestVaultBinary.path
+        try serving(with: executable, idle: { pid in
+            usleep(300_000)
+            let before = try Self.voluntarySwitches(pid)
+            usleep(1_000_000)
+            let after = try Self.voluntarySwitches(pid)
+            #expect(after - before <= 1, "\(name) serve woke \(after - before) times in a second while idle")
+        }) { tcti in
+            // Some work first: a command served, its connection closed.
+            let random = try runProcess("/usr/bin/tpm2_getrandom", ["--hex", "8"], environment: tcti)
+            #expect(random.status == 0, "\(random.stderr)")
+        }
+    }
+
+    /// The voluntary context switches of every thread of `pid`.
+    static func voluntarySwitches(_ pid: Int32) throws -> Int {
+        var total = 0
+        for task in try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") {
+            let status = try String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8)
+            for line in status.split(separator: "\n") where line.hasPrefix("voluntary_ctxt_switches:") {
+                total += Int(line.split(separator: "\t").last.map(String.init) ?? "") ?? 0
+            }
+        }
+        return total
+    }
+
     /// A vault in a cluster: serving without the VM's lease could let two hosts run the
     /// same VM, so guestvault-vm refuses and names `guestvault serve`; nothing changes.
     @Test func aClusterMembersVMIsRefused() throws {
@@ -88,7 +120,7 @@ struct VMExecutableTests {
 
     /// Serves the container with `executable serve` on loopback TCP, runs `body` with
     /// tpm2-tools' environment, then stops the server with SIGTERM (it must exit 0).
-    func serving(with executable: String, _ body: ([String: String]) throws -> Void) throws {
+    func serving(with executable: String, idle: ((Int32) throws -> Void)? = nil, _ body: ([String: String]) throws -> Void) throws {
         let port = freeLoopbackPortPair()
         let server = Process()
         server.executableURL = URL(fileURLWithPath: executable)
@@ -104,6 +136,7 @@ struct VMExecutableTests {
         #expect(waitUntilAccepting(port: port, while: server), "\(executable) serve did not answer")
         let tcti = ["TPM2TOOLS_TCTI": "swtpm:host=127.0.0.1,port=\(port)"]
         try body(tcti)
+        try idle?(server.processIdentifier)
         server.terminate()
         server.waitUntilExit()
         let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)

@@ -1,4 +1,5 @@
 import GuestVaultCore
+import GuestVaultTestSupport
 import Testing
 import GuestVaultTPM
 
@@ -101,18 +102,6 @@ private let controlSamples: [ControlSample] = [
           expected: .getInfo(flags: PTMInfoFlags(rawValue: 0x8000_0000_0000_0002), offset: 0)),
     .init("LOCK_STORAGE 300 retries (QEMU 8+)", "00000013 0000012c", expected: .lockStorage(retries: 300)),
 ]
-
-/// A deterministic generator for the fuzz loops.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Feeds the receives and collects what the decoder returns.
 private func decodeAll(_ receives: [[UInt8]], maximumMessage: Int = ControlDecoder.defaultMaximumMessage)

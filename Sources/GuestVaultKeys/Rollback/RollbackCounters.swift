@@ -52,7 +52,7 @@ public final class RollbackCounters: Sendable {
         var fileName: String {
             let uuid = vm.uuidString.lowercased()
             guard let container else { return uuid + ".gen" }
-            return uuid + "." + container.map { String(format: "%02x", $0) }.joined() + ".gen"
+            return uuid + "." + hexString(container) + ".gen"
         }
     }
 

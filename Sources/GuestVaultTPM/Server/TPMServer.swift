@@ -77,6 +77,12 @@ public final class TPMServer {
     var bufferSize: UInt32 = 4096
     /// Set by SIGTERM/SIGINT (or ``requestStop()``): store the volatile state and exit.
     let stopRequested = Atomic<Bool>(false)
+    /// Wakes the loop for a stop request, so that an idle server waits in poll(2) with
+    /// no timeout (swtpm's idle cost: no system call at all).
+    let wakeup: WakeupEvent
+    /// A stop requested outside the server (a signal handler's flag), looked at whenever
+    /// the loop wakes; the requester then signals ``wakeupDescriptor``.
+    private let externalStop: (@Sendable () -> Bool)?
     var shutdownRequested = false
     /// An NV change could not be committed: the TPM's memory is ahead of its storage, so
     /// it answers nothing but TPM_RC_FAILURE, and its volatile state is not stored, until
@@ -134,9 +140,13 @@ public final class TPMServer {
         init(_ socket: StreamSocket) { self.socket = socket }
     }
 
+    /// `externalStop`: a stop flag kept outside the server (a signal handler's), read each
+    /// time the loop wakes; whoever sets it writes to ``wakeupDescriptor``.
     public init(storage: any TPMStateStorage, configuration: Configuration, logger: Logger,
-                migrationHost: (any TPMMigrationHost)? = nil) throws {
+                migrationHost: (any TPMMigrationHost)? = nil, externalStop: (@Sendable () -> Bool)? = nil) throws {
         self.storage = storage
+        self.externalStop = externalStop
+        wakeup = try WakeupEvent()
         self.configuration = configuration
         self.logger = logger
         self.migrationHost = migrationHost
@@ -150,8 +160,15 @@ public final class TPMServer {
     public var dataPort: UInt16? { dataListener?.localPort }
     public var controlPort: UInt16? { controlListener.localPort }
 
-    /// Asks the loop to store the volatile state and return (signal-safe: only an atomic store).
-    public func requestStop() { stopRequested.store(true, ordering: .relaxed) }
+    /// Asks the loop to store the volatile state and return (signal-safe: an atomic store
+    /// and one write(2) that wakes the loop).
+    public func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        wakeup.signal()
+    }
+
+    /// The descriptor that wakes the loop (for a signal handler: ``WakeupEvent/signal(_:)``).
+    public var wakeupDescriptor: Int32 { wakeup.signalDescriptor }
 
     /// Serves until CMD_SHUTDOWN or ``requestStop()``. On a stop request the volatile
     /// state is stored and committed first.
@@ -161,7 +178,7 @@ public final class TPMServer {
         var pollSet = PollSet()
         var buffers = DataPathBuffers()
         while !shutdownRequested {
-            if stopRequested.load(ordering: .relaxed) {
+            if stopRequested.load(ordering: .acquiring) || externalStop?() == true {
                 if let engine {
                     // After the hand-off the destination owns the container (and the state).
                     try engine.stop(storeVolatile: !nvFailed && (migrationHost?.holdsWriterLock ?? true))
@@ -176,6 +193,7 @@ public final class TPMServer {
             // The set and the indices are rebuilt each time without allocating: the poll
             // set keeps its storage (docs/PERFORMANCE.md, third round).
             pollSet.removeAll()
+            let wakeupIndex = pollSet.add(wakeup.descriptor)
             let controlListenerIndex = acceptControl ? pollSet.add(controlListener.descriptor) : -1
             let dataListenerIndex = acceptData ? dataListener.map { pollSet.add($0.descriptor) } ?? -1 : -1
             let dataConnectionIndex = dataConnection.map { pollSet.add($0.socket.descriptor) } ?? -1
@@ -183,6 +201,7 @@ public final class TPMServer {
             for connection in controlConnections { pollSet.add(connection.socket.descriptor) }
             let polled = controlConnections.count
             try pollSet.wait(timeout: pollTimeout(now: now))
+            if pollSet.isReady(wakeupIndex) { wakeup.drain() }
             if pollSet.isReady(controlListenerIndex) {
                 if let socket = accept(controlListener, what: "control", pause: &controlAcceptPausedUntil) {
                     controlConnections.append(Connection(socket))
@@ -237,9 +256,10 @@ public final class TPMServer {
         }
     }
 
-    /// Until the next request deadline or paused accept, at most 200 ms (the stop flag).
+    /// Until the next request deadline or paused accept; with neither, for ever (a stop
+    /// request wakes the loop through ``wakeup``).
     private func pollTimeout(now: Int64) -> Int32 {
-        var next = now + 200
+        var next = Int64.max
         for connection in controlConnections {
             if let started = connection.requestStarted {
                 next = min(next, started + Int64(configuration.limits.requestTimeout))
@@ -247,7 +267,7 @@ public final class TPMServer {
         }
         if controlAcceptPausedUntil > now { next = min(next, controlAcceptPausedUntil) }
         if dataAcceptPausedUntil > now { next = min(next, dataAcceptPausedUntil) }
-        return Int32(clamping: max(0, next - now))
+        return next == Int64.max ? -1 : Int32(clamping: max(0, next - now))
     }
 
     /// Closes control connections whose request has not arrived whole in time (swtpm

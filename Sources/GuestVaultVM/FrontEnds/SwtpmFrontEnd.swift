@@ -118,7 +118,8 @@ enum SwtpmFrontEnd {
         configuration.terminateWhenControlCloses = args.has("terminate")
         try handOver(migration, to: &configuration, logger: logger)
         StopSignals.install()
-        let server = try TPMServer(storage: storage, configuration: configuration, logger: logger, migrationHost: storage)
+        let server = try TPMServer(storage: storage, configuration: configuration, logger: logger, migrationHost: storage,
+                                   externalStop: StopSignals.isRequested)
         for (address, mode) in [control, data].compactMap({ $0 }) {
             if case .unix(let path) = address, let mode { _ = chmod(path, mode) }
         }

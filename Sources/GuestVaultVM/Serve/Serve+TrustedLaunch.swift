@@ -14,7 +14,7 @@ public enum OVMFTemplates {
     public static let plain = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 }
 
-extension Serve {
+extension ServeSettings {
     /// The trusted-launch service beside the TPM, if any of its options is given.
     func makeTrustedLaunch(storage: ContainerTPMStorage, logger: Logger) throws -> TrustedLaunchService? {
         guard uefiVars != nil || hostSocket != nil || checkPolicy else { return nil }

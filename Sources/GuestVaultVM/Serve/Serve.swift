@@ -97,19 +97,6 @@ public struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("swtpm's --migration: incoming (take the container's writer lock only when the state arrives), release-lock-outgoing (give it up once QEMU took the state). For shared storage.", valueName: "options"))
     var migration: String?
 
-    /// The migration settings of the server from the options (the swtpm front ends set
-    /// the same fields of ``TPMServer/Migration``).
-    func migrationSettings() throws -> TPMServer.Migration {
-        var settings = TPMServer.Migration(allowPlaintext: allowPlaintextMigration)
-        if let migrationKey {
-            do { settings.key = try MigrationKeySpec(parsing: migrationKey) } catch { throw ValidationError(ErrorChain.message(of: error)) }
-        }
-        if let migration {
-            do { try settings.parseSwtpmMigrationOption(migration) } catch { throw ValidationError(ErrorChain.message(of: error)) }
-        }
-        return settings
-    }
-
     // Trusted launch (TrustedLaunchCommands.swift, docs/TRUSTED-LAUNCH.md).
     @Option(help: ArgumentHelp("Give QEMU the VM's UEFI variables as this pflash file: made from the container's uefi.vars (on tmpfs, 0600), sealed back when it changes and at stop, then removed.", valueName: "path"))
     var uefiVars: String?
@@ -126,122 +113,63 @@ public struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("With --check-policy: milliseconds the PCRs must stay unchanged before they are checked.", valueName: "ms"))
     var policySettle: Int = 10_000
 
-    /// The logger the CLI chooses: a line per record, to standard error or the log file.
-    func makeLogger() throws -> Logger {
-        let level: Logger.Level
-        if let logLevel {
-            guard let parsed = Logger.Level(rawValue: logLevel) else {
-                throw ValidationError("--log-level \(logLevel) is not one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            level = parsed
-        } else {
-            level = verbose ? .debug : .warning
-        }
-        let sink: LineLogHandler.Sink = try logFile.map { .file(try SafeOpen.appendLog($0)) } ?? .standardError
-        let handler = LineLogHandler(label: "guestvault serve[\(getpid())]", sink: sink, level: level)
-        return Logger(label: "guestvault.serve") { _ in handler }
-    }
-
     public init() {}
 
+    /// The options as plain values.
+    public var settings: ServeSettings {
+        var settings = ServeSettings(state: state, ctrl: ctrl)
+        settings.vault = vault.selection
+        settings.server = server
+        settings.flags = flags
+        settings.allowRollback = allowRollback
+        settings.verbose = verbose
+        settings.clusterWait = clusterWait
+        settings.logLevel = logLevel
+        settings.logFile = logFile
+        settings.maxControlConnections = maxControlConnections
+        settings.requestTimeout = requestTimeout
+        settings.writeTimeout = writeTimeout
+        settings.migrationKey = migrationKey
+        settings.allowPlaintextMigration = allowPlaintextMigration
+        settings.migration = migration
+        settings.uefiVars = uefiVars
+        settings.uefiPoll = uefiPoll
+        settings.hostSocket = hostSocket
+        settings.checkPolicy = checkPolicy
+        settings.policySettle = policySettle
+        return settings
+    }
+
     public func run() throws {
-        guard let control = StreamSocket.Address(ctrl) else { throw ValidationError("--ctrl \(ctrl) is not tcp:HOST:PORT or unix:PATH") }
-        let data = try server.map { text -> StreamSocket.Address in
-            guard let address = StreamSocket.Address(text) else { throw ValidationError("--server \(text) is not tcp:HOST:PORT or unix:PATH") }
-            return address
-        }
-        let flagSet = Set(flags.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
-        let unknown = flagSet.subtracting(["not-need-init", "startup-clear", ""])
-        guard unknown.isEmpty else { throw ValidationError("unknown --flags: \(unknown.sorted().joined(separator: ", "))") }
-
-        guard maxControlConnections >= 1, requestTimeout >= 1, writeTimeout >= 1 else {
-            throw ValidationError("--max-control-connections, --request-timeout and --write-timeout must be at least 1")
-        }
-        let migrationSettings = try migrationSettings()
-        // Catch SIGTERM/SIGINT before any socket listens: a supervisor that sees the
-        // sockets may stop us at once, and that request must not be lost.
-        StopSignals.install()
-        var logger = try makeLogger()
-        // In a cluster the session takes the VM's lease and gives the server a storage
-        // whose commits are visible only while this member owns the VM; on lease loss
-        // the server stops (fail-stop). Live migration is not offered there (yet).
-        let stopper = ServerStopper()
-        let failureLogger = logger
-        let cluster = try ServeCluster.session(state: state, vault: vault, wait: clusterWait,
-                                               incomingMigration: migrationSettings.incoming) { reason in
-            failureLogger.critical("\(reason)")
-            stopper.stop()
-        }
-        let storage: any TPMStateStorage
-        var plain: ContainerTPMStorage?
-        if let cluster {
-            logger[metadataKey: "vm"] = "\(cluster.vmLabel)"
-            storage = cluster.tpmStorage
-        } else {
-            // An incoming migration on shared storage does not take the writer lock until the
-            // state arrives (the source still holds it).
-            let container = try GuestStateContainer.open(at: state, access: migrationSettings.incoming ? .readOnly : .readWrite)
-            let keyVault = try vault.open()
-            try container.unlock(with: UnlockCredentials(vault: keyVault), allowRollback: allowRollback)
-            guard container.entryNames.contains(EntryName.tpmPermanent) else {
-                throw ValidationError("\(state) holds no TPM yet; make one with `guestvault create --tpm`")
-            }
-            logger[metadataKey: "vm"] = "\(container.info.vm.uuidString.lowercased())"
-            let containerStorage = ContainerTPMStorage(container: container, vault: keyVault)
-            plain = containerStorage
-            storage = containerStorage
-        }
-        let limits = TPMServer.Limits(maximumControlConnections: maxControlConnections, requestTimeout: requestTimeout,
-                                      writeTimeout: writeTimeout)
-        // Trusted launch: the VARS file exists before the control socket, so a QEMU started
-        // when the socket appears finds it; finished (sealed, removed) on every way out.
-        let trusted: TrustedLaunchService?
-        if let plain {
-            trusted = try makeTrustedLaunch(storage: plain, logger: logger)
-        } else {
-            guard uefiVars == nil, hostSocket == nil, !checkPolicy else {
-                throw ValidationError("--uefi-vars, --host-socket and --check-policy are not offered for a VM in a cluster yet")
-            }
-            trusted = nil
-        }
-        defer { try? trusted?.finish() }
-        let server = try TPMServer(
-            storage: storage,
-            configuration: .init(dataAddress: data, controlAddress: control,
-                                 notNeedInit: flagSet.contains("not-need-init"), startupClear: flagSet.contains("startup-clear"),
-                                 limits: limits, migration: migrationSettings),
-            logger: logger, migrationHost: plain)
-        stopper.set(server)
-        // A SIGTERM that came while the server was being set up (its sockets already
-        // listen, so a supervisor may send one) is acted on now; later ones by the watcher.
-        StopSignals.forward(to: server)
-        if case .tcp = control {
-            logger.warning("the control channel is TCP \(control): it is unauthenticated; anyone who can reach it can stop or reset the TPM (state blobs on it stay sealed\(migrationSettings.allowPlaintext ? ", except: --allow-plaintext-migration is on" : ""))")
-        }
-        if migrationSettings.allowPlaintext {
-            logger.warning("--allow-plaintext-migration: the TPM's state blobs leave and enter in plaintext on the control channel")
-        }
-
-        logger.info("serving \(state) on ctrl \(control)\(data.map { ", data \($0)" } ?? "")")
-        defer { cluster?.release() }
-        try server.run()
-        try trusted?.finish()
-        try plain?.flush()
-        if let reason = cluster?.stopError { throw reason }
+        try settings.run()
     }
 }
 
-/// SIGTERM and SIGINT for `serve`: a handler installed first thing records the request
-/// (an atomic store, async-signal-safe); a watcher thread hands it to the server once
-/// the server exists, so a signal that arrives while the server is being set up is
-/// never lost (nor does it kill the process before the volatile state is stored).
+/// SIGTERM and SIGINT for `serve` and the swtpm front end: a handler installed first
+/// thing records the request (an atomic store) and, once the server exists, wakes its
+/// loop (one write(2) to its wake-up descriptor); both are async-signal-safe. A signal
+/// that arrives while the server is being set up is acted on when it is handed over
+/// (``forward(to:)``), so it is never lost, nor does it kill the process before the
+/// volatile state is stored. No thread polls for it: an idle server makes no system call.
 public enum StopSignals {
     static let requested = Atomic<Bool>(false)
+    /// The running server's wake-up descriptor; -1 until there is a server.
+    static let wakeDescriptor = Atomic<Int32>(-1)
+
+    /// The server's check for a stop asked by a signal (``TPMServer``'s `externalStop`).
+    static let isRequested: @Sendable () -> Bool = { StopSignals.requested.load(ordering: .acquiring) }
 
     static func install() {
+        // Both statics are initialised here, before a handler could be the first to touch them.
+        _ = requested.load(ordering: .relaxed)
+        _ = wakeDescriptor.load(ordering: .relaxed)
         signal(SIGPIPE, SIG_IGN)
         var action = sigaction()
-        action.__sigaction_handler.sa_handler = { _ in StopSignals.requested.store(true, ordering: .releasing) }
+        action.__sigaction_handler.sa_handler = { _ in
+            StopSignals.requested.store(true, ordering: .releasing)
+            let descriptor = StopSignals.wakeDescriptor.load(ordering: .acquiring)
+            if descriptor >= 0 { WakeupEvent.signal(descriptor) }
+        }
         sigemptyset(&action.sa_mask)
         action.sa_flags = SA_RESTART
         sigaction(SIGTERM, &action, nil)
@@ -256,13 +184,10 @@ public enum StopSignals {
         pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     }
 
+    /// Hands later signals to `server` (made with `externalStop: StopSignals.isRequested`)
+    /// and acts on one that came before.
     static func forward(to server: TPMServer) {
-        // requestStop() is an atomic store, safe from any thread.
-        nonisolated(unsafe) let target = server
-        let thread = Thread {
-            while !StopSignals.requested.load(ordering: .acquiring) { usleep(20_000) }
-            target.requestStop()
-        }
-        thread.start()
+        wakeDescriptor.store(server.wakeupDescriptor, ordering: .releasing)
+        if requested.load(ordering: .acquiring) { server.requestStop() }
     }
 }

@@ -31,7 +31,7 @@ public enum ServeCluster {
     /// Opens the cluster session for the container at `state`, or nil when the vault is
     /// in no cluster. `onLost` is called (on another thread) with the reason when the
     /// lease is lost.
-    public typealias Opener = @Sendable (_ state: String, _ vault: VaultOptions, _ wait: Int?, _ incomingMigration: Bool,
+    public typealias Opener = @Sendable (_ state: String, _ vault: VaultSelection, _ wait: Int?, _ incomingMigration: Bool,
                                          _ onLost: @escaping @Sendable (String) -> Void) throws -> (any ServeClusterSession)?
 
     /// A vault's cluster membership file (GuestVaultCluster's `ClusterConfiguration.fileName`;
@@ -44,7 +44,7 @@ public enum ServeCluster {
         opener.withLock { $0 = newOpener }
     }
 
-    static func session(state: String, vault: VaultOptions, wait: Int?, incomingMigration: Bool,
+    static func session(state: String, vault: VaultSelection, wait: Int?, incomingMigration: Bool,
                         onLost: @escaping @Sendable (String) -> Void) throws -> (any ServeClusterSession)? {
         if let installed = opener.withLock({ $0 }) {
             return try installed(state, vault, wait, incomingMigration, onLost)

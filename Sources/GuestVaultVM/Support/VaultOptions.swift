@@ -27,6 +27,36 @@ public struct VaultOptions: ParsableArguments {
         "A file holding the recovery key's passphrase, if it has one (mode 0600).", valueName: "file"))
     public var recoveryPassphraseFile: String?
 
+    /// The same choices as plain values (what the verbs act on).
+    public var selection: VaultSelection {
+        VaultSelection(vaultPath: vaultPath, passphraseFile: passphraseFile, recoveryKeyFiles: recoveryKeyFiles,
+                       recoveryPassphraseFile: recoveryPassphraseFile)
+    }
+
+    public func resolvedPath() throws -> String { try selection.resolvedPath() }
+    public func passphrase() throws -> SecretBytes? { try selection.passphrase() }
+    public func open() throws -> KeyVault { try selection.open() }
+    public func openVault() throws -> KeyVault { try selection.openVault() }
+    public var namesVault: Bool { selection.namesVault }
+    public func recoveryKeys() throws -> [X25519.PrivateKey] { try selection.recoveryKeys() }
+    public func credentials() throws -> UnlockCredentials { try selection.credentials() }
+}
+
+/// The vault a verb uses, and the recovery keys it may use instead: ``VaultOptions`` as
+/// plain values (also read without ArgumentParser, see ``ServeSettings/quickParse(_:)``).
+public struct VaultSelection: Equatable, Sendable {
+    public var vaultPath: String?
+    public var passphraseFile: String?
+    public var recoveryKeyFiles: [String] = []
+    public var recoveryPassphraseFile: String?
+
+    public init(vaultPath: String? = nil, passphraseFile: String? = nil, recoveryKeyFiles: [String] = [], recoveryPassphraseFile: String? = nil) {
+        self.vaultPath = vaultPath
+        self.passphraseFile = passphraseFile
+        self.recoveryKeyFiles = recoveryKeyFiles
+        self.recoveryPassphraseFile = recoveryPassphraseFile
+    }
+
     /// The vault directory, from the option or the environment.
     public func resolvedPath() throws -> String {
         if let vaultPath { return vaultPath }

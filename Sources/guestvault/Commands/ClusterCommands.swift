@@ -187,7 +187,7 @@ extension ClusterCommand {
     /// (waiting up to `wait` seconds for another member's lease to end), copies the
     /// visible generation into this owner's file and returns the session whose storage
     /// the TPM server uses; nil when the vault is in no cluster.
-    static func serveSession(state: String, vault: VaultOptions, wait: Int?, incomingMigration: Bool,
+    static func serveSession(state: String, vault: VaultSelection, wait: Int?, incomingMigration: Bool,
                              onLost: @escaping @Sendable (String) -> Void) throws -> (any ServeClusterSession)? {
         let path = try vault.resolvedPath()
         guard let configuration = try ClusterConfiguration.load(vault: path) else {

@@ -400,6 +400,7 @@ struct FootprintBenchmarkRun {
 
         // `vms` servers each writing NV at once, next to as many swtpm processes.
         var aggregate: [Kind: (rate: Double, flushes: Double?)] = [:]
+        var perVMPSS: [Kind: Double] = [:]
         for kind in [Kind.swtpm, .guestvault] {
             var servers: [Server] = []
             defer { for server in servers { stop(server) } }
@@ -409,6 +410,12 @@ struct FootprintBenchmarkRun {
                 servers.append(try start(kind, state: state + (kind == .guestvault ? ".state" : ""), vault: vault,
                                          sockets: FileSystem.join(scratch, "m\(kind == .guestvault ? "g" : "s")\(n)")).0)
             }
+            // What each VM costs when many run: shared pages are divided among the
+            // processes that map them (PSS), idle after start.
+            usleep(300_000)
+            var pss = 0
+            for server in servers { pss += try ServerFootprint.memory(pid: server.process.processIdentifier).pssKiB }
+            perVMPSS[kind] = Double(pss) / Double(servers.count)
             let flushes0 = ServerFootprint.flushCount(under: scratch)
             let t0 = DispatchTime.now().uptimeNanoseconds
             let rate = try ServerFootprint.concurrentNVWrites(servers.map(\.data), index: 0x0150_0098, seconds: 3)
@@ -417,6 +424,10 @@ struct FootprintBenchmarkRun {
             let flushes = flushes0.flatMap { before in flushes1.map { Double($0 - before) / elapsed } }
             aggregate[kind] = (rate, flushes)
         }
+        add(.init(name: "memory per VM with \(vms) serve processes running (PSS)", unit: "KiB", figure: perVMPSS[.guestvault]!, spread: nil,
+                  reference: perVMPSS[.swtpm]!, referenceName: "\(vms) swtpm 0.7.1 processes", referenceSpread: nil,
+                  goal: "<= 1.0", higherIsBetter: false,
+                  note: "not a row of the issue's table: the idle RSS row's memory as a host with many VMs pays it (the executable's and libraries' pages shared, each process charged its share); `\(URL(fileURLWithPath: tool).lastPathComponent) serve`"))
         let (gvRate, gvFlushes) = aggregate[.guestvault]!, (swRate, swFlushes) = aggregate[.swtpm]!
         add(.init(name: "\(vms) serve processes writing NV at once, aggregate", unit: "writes/s", figure: gvRate, spread: nil,
                   reference: swRate, referenceName: "\(vms) swtpm 0.7.1 processes (not durable)", referenceSpread: nil,
