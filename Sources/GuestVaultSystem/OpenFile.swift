@@ -50,17 +50,24 @@ public final class OpenFile: @unchecked Sendable {
     /// pieces and compares eight bytes at a time: for checking that preallocated space
     /// is untouched, which every open of a container does.
     public func firstNonZeroByte(at offset: Int64, count: Int64) throws -> Int64? {
-        var buffer = [UInt8](repeating: 0, count: Int(min(count, 1 << 20)))
+        // Not zero-filled first: every byte looked at is one read(2) wrote.
+        let capacity = Int(min(count, 1 << 20))
+        var buffer = [UInt8](unsafeUninitializedCapacity: capacity) { _, initialized in initialized = capacity }
         var cursor = offset
         while cursor < offset + count {
             let want = Int(min(Int64(buffer.count), offset + count - cursor))
             let n = try read(into: &buffer, at: cursor, count: want)
             if n == 0 { return nil }
             let found: Int? = buffer.withUnsafeBytes { raw in
+                // 32 bytes a step while all are zero (a preallocated tail is mostly zeroes).
                 var i = 0
-                while i + 8 <= n {
-                    if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { break }
-                    i += 8
+                while i + 32 <= n {
+                    let a = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    let b = raw.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
+                    let c = raw.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)
+                    let d = raw.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)
+                    if (a | b | c | d) != 0 { break }
+                    i += 32
                 }
                 while i < n {
                     if raw[i] != 0 { return i }

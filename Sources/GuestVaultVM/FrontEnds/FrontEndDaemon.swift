@@ -36,7 +36,7 @@ enum FrontEndDaemon {
     /// then let go of the pipe and of the parent's standard error (as swtpm does; the
     /// log goes to --log file=).
     static func reportReady() {
-        guard ProcessInfo.processInfo.environment[SwtpmFrontEnd.daemonChildVariable] != nil else { return }
+        guard Environment.value(SwtpmFrontEnd.daemonChildVariable) != nil else { return }
         _ = setsid()
         FileHandle.standardOutput.write(Data("ready\n".utf8))
         let null = open("/dev/null", O_WRONLY)

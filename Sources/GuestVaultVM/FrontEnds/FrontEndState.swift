@@ -152,7 +152,7 @@ enum FrontEndEnvironment {
     static let defaultVault = "/var/lib/guestvault/vault"
 
     static func vaultPath() -> String {
-        if let path = ProcessInfo.processInfo.environment["GUESTVAULT_VAULT"], !path.isEmpty { return path }
+        if let path = Environment.value("GUESTVAULT_VAULT"), !path.isEmpty { return path }
         return defaultVault
     }
 

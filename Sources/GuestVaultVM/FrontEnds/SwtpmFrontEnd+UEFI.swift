@@ -24,7 +24,7 @@ extension SwtpmFrontEnd {
 
     /// The VARS file of VM `vm` by the convention.
     static func nvramPath(vm: UUID) -> String {
-        let directory = ProcessInfo.processInfo.environment[nvramDirectoryVariable] ?? defaultNVRAMDirectory
+        let directory = Environment.value(nvramDirectoryVariable) ?? defaultNVRAMDirectory
         return FileSystem.join(directory, "\(vm.uuidString.lowercased())_VARS.fd")
     }
 

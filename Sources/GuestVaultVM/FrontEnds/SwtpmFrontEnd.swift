@@ -50,7 +50,7 @@ enum SwtpmFrontEnd {
         }
         if args.has("print-states") { print(try location.statesJSON()); return 0 }
 
-        if args.has("daemon") && ProcessInfo.processInfo.environment[daemonChildVariable] == nil {
+        if args.has("daemon") && Environment.value(daemonChildVariable) == nil {
             return try FrontEndDaemon.spawnAndWait(program: program, arguments: arguments.filter { $0 != "--daemon" })
         }
         if let runas = args.value("runas") { try FrontEndEnvironment.runAs(runas, program: program) }

@@ -60,12 +60,11 @@ extension ServeSettings {
                 inlineValue = String(name[name.index(after: equals)...])
                 name = String(name[..<equals])
             }
-            if let flag = flagSetters[name] {
+            if settings.setFlag(name) {
                 guard inlineValue == nil else { return nil }
-                flag(&settings)
                 continue
             }
-            guard let setter = optionSetters[name] else { return nil }
+            guard Self.optionNames.contains(name) else { return nil }
             let value: String
             if let inlineValue {
                 // ArgumentParser reads `--name=` as a missing value.
@@ -77,7 +76,7 @@ extension ServeSettings {
                 index += 1
             }
             if name == "ctrl" { ctrl = value }
-            guard setter(&settings, value) else { return nil }
+            guard settings.setOption(name, value) else { return nil }
         }
         guard let state, let ctrl else { return nil }
         settings.state = state
@@ -85,33 +84,50 @@ extension ServeSettings {
         return settings
     }
 
-    private static let flagSetters: [String: @Sendable (inout ServeSettings) -> Void] = [
-        "allow-rollback": { $0.allowRollback = true },
-        "verbose": { $0.verbose = true },
-        "allow-plaintext-migration": { $0.allowPlaintextMigration = true },
-        "check-policy": { $0.checkPolicy = true },
+    /// Sets the flag `name`; false when `name` is no flag of serve's. (A switch, not a
+    /// table of closures: building one costs more at start than the whole parse.)
+    private mutating func setFlag(_ name: String) -> Bool {
+        switch name {
+        case "allow-rollback": allowRollback = true
+        case "verbose": verbose = true
+        case "allow-plaintext-migration": allowPlaintextMigration = true
+        case "check-policy": checkPolicy = true
+        default: return false
+        }
+        return true
+    }
+
+    private static let optionNames: Set<String> = [
+        "vault", "passphrase-file", "recovery-key", "recovery-passphrase-file", "server", "ctrl", "flags", "log-level", "log-file",
+        "migration-key", "migration", "uefi-vars", "host-socket", "cluster-wait", "max-control-connections", "request-timeout",
+        "write-timeout", "uefi-poll", "policy-settle",
     ]
 
-    /// Each option by its long name: stores the value, false when it does not parse.
-    private static let optionSetters: [String: @Sendable (inout ServeSettings, String) -> Bool] = [
-        "vault": { $0.vault.vaultPath = $1; return true },
-        "passphrase-file": { $0.vault.passphraseFile = $1; return true },
-        "recovery-key": { $0.vault.recoveryKeyFiles.append($1); return true },
-        "recovery-passphrase-file": { $0.vault.recoveryPassphraseFile = $1; return true },
-        "server": { $0.server = $1; return true },
-        "ctrl": { $0.ctrl = $1; return true },
-        "flags": { $0.flags = $1; return true },
-        "log-level": { $0.logLevel = $1; return true },
-        "log-file": { $0.logFile = $1; return true },
-        "migration-key": { $0.migrationKey = $1; return true },
-        "migration": { $0.migration = $1; return true },
-        "uefi-vars": { $0.uefiVars = $1; return true },
-        "host-socket": { $0.hostSocket = $1; return true },
-        "cluster-wait": { settings, text in Int(text).map { settings.clusterWait = $0 } != nil },
-        "max-control-connections": { settings, text in Int(text).map { settings.maxControlConnections = $0 } != nil },
-        "request-timeout": { settings, text in Int32(text).map { settings.requestTimeout = $0 } != nil },
-        "write-timeout": { settings, text in Int32(text).map { settings.writeTimeout = $0 } != nil },
-        "uefi-poll": { settings, text in Int(text).map { settings.uefiPoll = $0 } != nil },
-        "policy-settle": { settings, text in Int(text).map { settings.policySettle = $0 } != nil },
-    ]
+    /// Stores `value` for the option `name` (one of ``optionNames``); false when it does
+    /// not parse as the option's number.
+    private mutating func setOption(_ name: String, _ value: String) -> Bool {
+        switch name {
+        case "vault": vault.vaultPath = value
+        case "passphrase-file": vault.passphraseFile = value
+        case "recovery-key": vault.recoveryKeyFiles.append(value)
+        case "recovery-passphrase-file": vault.recoveryPassphraseFile = value
+        case "server": server = value
+        case "ctrl": ctrl = value
+        case "flags": flags = value
+        case "log-level": logLevel = value
+        case "log-file": logFile = value
+        case "migration-key": migrationKey = value
+        case "migration": migration = value
+        case "uefi-vars": uefiVars = value
+        case "host-socket": hostSocket = value
+        case "cluster-wait": guard let number = Int(value) else { return false }; clusterWait = number
+        case "max-control-connections": guard let number = Int(value) else { return false }; maxControlConnections = number
+        case "request-timeout": guard let number = Int32(value) else { return false }; requestTimeout = number
+        case "write-timeout": guard let number = Int32(value) else { return false }; writeTimeout = number
+        case "uefi-poll": guard let number = Int(value) else { return false }; uefiPoll = number
+        case "policy-settle": guard let number = Int(value) else { return false }; policySettle = number
+        default: return false
+        }
+        return true
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GuestVaultSystem
 public import Logging
 
 /// The CLI's logging: swift-log with a handler that writes one line per record to
@@ -11,7 +12,7 @@ public enum CLILogging {
 
     /// The level from `--log-level`, else the environment, else `.warning`.
     public static func level(option: String?) throws -> Logger.Level {
-        let text = option ?? ProcessInfo.processInfo.environment[environmentVariable]
+        let text = option ?? Environment.value(environmentVariable)
         guard let text, !text.isEmpty else { return .warning }
         guard let level = Logger.Level(rawValue: text.lowercased()) else {
             throw CLIError(.badArguments,

@@ -60,7 +60,7 @@ public struct VaultSelection: Equatable, Sendable {
     /// The vault directory, from the option or the environment.
     public func resolvedPath() throws -> String {
         if let vaultPath { return vaultPath }
-        if let fromEnvironment = ProcessInfo.processInfo.environment["GUESTVAULT_VAULT"], !fromEnvironment.isEmpty {
+        if let fromEnvironment = Environment.value("GUESTVAULT_VAULT"), !fromEnvironment.isEmpty {
             return fromEnvironment
         }
         throw ValidationError("no vault given: pass --vault DIR or set GUESTVAULT_VAULT")
@@ -68,7 +68,7 @@ public struct VaultSelection: Equatable, Sendable {
 
     /// The passphrase, if a passphrase file was given.
     public func passphrase() throws -> SecretBytes? {
-        let file = passphraseFile ?? ProcessInfo.processInfo.environment["GUESTVAULT_PASSPHRASE_FILE"]
+        let file = passphraseFile ?? Environment.value("GUESTVAULT_PASSPHRASE_FILE")
         guard let file, !file.isEmpty else { return nil }
         return try readSecretFile(file, what: "passphrase")
     }
@@ -89,7 +89,7 @@ public struct VaultSelection: Equatable, Sendable {
 
     /// Whether a vault was named (option or environment).
     public var namesVault: Bool {
-        vaultPath != nil || !(ProcessInfo.processInfo.environment["GUESTVAULT_VAULT"] ?? "").isEmpty
+        vaultPath != nil || !(Environment.value("GUESTVAULT_VAULT") ?? "").isEmpty
     }
 
     /// The recovery keys given with --recovery-key.
