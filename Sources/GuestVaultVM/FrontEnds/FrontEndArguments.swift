@@ -18,12 +18,7 @@ struct FrontEndArguments {
             let word = arguments[index]
             index += 1
             if word.hasPrefix("--") && word.count > 2 {
-                var name = String(word.dropFirst(2))
-                var inline: String?
-                if let equals = name.firstIndex(of: "=") {
-                    inline = String(name[name.index(after: equals)...])
-                    name = String(name[..<equals])
-                }
+                let (name, inline) = Self.splitLongOption(word)
                 if valued.contains(name) {
                     if let inline {
                         options.append((name, inline))
@@ -55,6 +50,14 @@ struct FrontEndArguments {
                 positionals.append(word)
             }
         }
+    }
+
+    /// `--name=value` split at its first `=` (the name without `--`); `--name` alone has no
+    /// inline value. Shared with serve's quick parser.
+    static func splitLongOption(_ word: String) -> (name: String, inline: String?) {
+        let body = word.dropFirst(2)
+        guard let equals = body.firstIndex(of: "=") else { return (String(body), nil) }
+        return (String(body[..<equals]), String(body[body.index(after: equals)...]))
     }
 
     func has(_ name: String) -> Bool { options.contains { $0.name == name } }

@@ -54,12 +54,7 @@ extension ServeSettings {
                 state = argument
                 continue
             }
-            var name = String(argument.dropFirst(2))
-            var inlineValue: String?
-            if let equals = name.firstIndex(of: "=") {
-                inlineValue = String(name[name.index(after: equals)...])
-                name = String(name[..<equals])
-            }
+            let (name, inlineValue) = FrontEndArguments.splitLongOption(argument)
             if settings.setFlag(name) {
                 guard inlineValue == nil else { return nil }
                 continue
