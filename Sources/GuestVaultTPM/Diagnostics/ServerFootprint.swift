@@ -63,6 +63,19 @@ import Synchronization
                       anonymousKiB: fields["Anonymous"] ?? 0)
     }
 
+    /// Nanoseconds `pid` has run on a CPU, all its threads (the first field of each
+    /// thread's /proc schedstat); nil when the kernel does not keep it.
+    public static func cpuNanoseconds(pid: Int32) -> UInt64? {
+        guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return nil }
+        var total: UInt64 = 0
+        for task in tasks {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/schedstat", encoding: .utf8),
+                  let first = text.split(separator: " ").first, let value = UInt64(first) else { return nil }
+            total += value
+        }
+        return total
+    }
+
     /// Resident KiB per mapping name (file path, [heap], [anon], ...) of `pid`, largest
     /// first: what each library contributes.
     public static func residentByMapping(pid: Int32) throws -> [(name: String, kib: Int)] {

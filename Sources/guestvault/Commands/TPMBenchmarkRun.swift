@@ -389,12 +389,16 @@ struct FootprintBenchmarkRun {
         live = [:]
         let nvServer = try start(.guestvault, state: states[.guestvault]!, vault: vault, sockets: FileSystem.join(scratch, "nv-sock")).0
         live[.guestvault] = nvServer
+        let cpuBefore = ServerFootprint.cpuNanoseconds(pid: nvServer.process.processIdentifier)
         let (nv, floor, appended, recordFloor) = try nvWriteAgainstFloor(nvServer, container: states[.guestvault]!, in: scratch, rounds: 500)
+        let cpuAfter = ServerFootprint.cpuNanoseconds(pid: nvServer.process.processIdentifier)
+        // The server's own CPU per write (all threads), beside the wall-clock figure.
+        let cpuPerWrite = cpuBefore.flatMap { before in cpuAfter.map { Double($0 - before) / 1e3 / 520 } }
         add(.init(name: "durable NV_Write(64 B) through serve", unit: "us", figure: nv, spread: nil,
                   reference: floor, referenceName: "pwrite + fdatasync of 64 B, same directory", referenceSpread: nil,
                   goal: "<= 1.15", higherIsBetter: false,
-                  note: String(format: "median of 500, interleaved, Unix socket; the container grows %d B per write; pwrite + fdatasync of that many bytes into a preallocated file there: %.0f us (ratio %.2f)",
-                               appended, recordFloor, nv / recordFloor)))
+                  note: String(format: "median of 500, interleaved, Unix socket; the container grows %d B per write; pwrite + fdatasync of that many bytes into a preallocated file there: %.0f us (ratio %.2f); serve's CPU per write, user and system, all threads: %@",
+                               appended, recordFloor, nv / recordFloor, cpuPerWrite.map { String(format: "%.0f us", $0) } ?? "n/a")))
         stop(nvServer)
         live = [:]
 
