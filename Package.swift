@@ -179,7 +179,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // `guestvault-vm`: GuestVaultVM alone, the Swift runtime and Foundation linked in
+        // `guestvault-vm`: GuestVaultVM alone, the Swift runtime and FoundationEssentials linked in
         // (started once per VM: no shared-library loading and relocation of the whole CLI).
         .executableTarget(
             name: "guestvault-vm",
@@ -187,15 +187,15 @@ let package = Package(
             path: "Sources/guestvault-vm",
             swiftSettings: strict,
             // SwiftPM's --static-swift-stdlib would link every executable so; this links only
-            // this one, naming the static Foundation's own libraries (which the modules,
-            // compiled against the shared Foundation, do not list); lld, because the GNU
-            // linkers warn about a glibc function the static Foundation references;
+            // this one, naming the static FoundationEssentials' own libraries (which the
+            // modules, compiled against the shared one, do not list; the modules it links
+            // import FoundationEssentials, never Foundation: docs/ARCHITECTURE.md); lld,
+            // because the GNU linkers warn about a glibc function FoundationEssentials uses;
             // packed relative relocations and no exported symbols (the static runtime's
             // link line exports every symbol: 7,600 dynamic symbols the loader searches
             // for each library's relocations), for a smaller, quicker start.
             linkerSettings: [.unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic", "-Xlinker", "--start-group",
-                                           "-lFoundation", "-lFoundationEssentials", "-lFoundationInternationalization",
-                                           "-lCoreFoundation", "-l_FoundationCShims", "-l_FoundationCollections", "-l_FoundationICU",
+                                           "-lFoundationEssentials", "-l_FoundationCShims", "-l_FoundationCollections",
                                            "-lswiftDispatch", "-ldispatch", "-lBlocksRuntime", "-lswiftSynchronization",
                                            "-lswift_RegexParser", "-lswift_StringProcessing",
                                            "-Xlinker", "--end-group"], .when(platforms: [.linux]))]

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
+import FoundationEssentials
 
 /// What trusted launch needs of a plaintext file that exists only while a VM runs
 /// (docs/TRUSTED-LAUNCH.md): that it lives in memory, and who owns it.
@@ -49,7 +49,7 @@ extension Syscalls {
             // id parent major:minor root mount-point options [optional…] - type source super-options
             let fields = line.split(separator: " ")
             guard fields.count > 6, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { continue }
-            let point = String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
+            let point = String(fields[4]).replacing("\\040", with: " ")
             let inside = point == "/" || real == point || real.hasPrefix(point + "/")
             if inside && point.count >= (best?.point.count ?? -1) { best = (point, String(fields[dash + 1])) }
         }

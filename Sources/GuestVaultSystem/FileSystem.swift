@@ -71,6 +71,13 @@ public enum FileSystem {
         return UInt64(info.f_bavail).multipliedReportingOverflow(by: UInt64(info.f_frsize)).partialValue
     }
 
+    /// What is at `path` itself (a final symlink not followed): whether it is a
+    /// directory, its permission bits and owner.
+    public static func linkStatus(_ path: String) throws -> (isDirectory: Bool, mode: UInt32, owner: UInt32) {
+        let info = try Syscalls.lstatPath(path)
+        return (info.st_mode & S_IFMT == S_IFDIR, info.st_mode & 0o7777, info.st_uid)
+    }
+
     /// Permission bits and owner of `path`.
     public static func permissions(_ path: String) throws -> (mode: UInt32, owner: UInt32) {
         let info = try Syscalls.statPath(path)
@@ -93,6 +100,12 @@ public enum FileSystem {
     }
 
     /// `component` appended to `directory`.
+    /// The last component of `path` (`a/b/c` -> `c`, `a/b/` -> `b`, `/` -> `/`).
+    public static func lastComponent(of path: String) -> String {
+        let parts = path.split(separator: "/")
+        return parts.last.map(String.init) ?? (path.hasPrefix("/") ? "/" : path)
+    }
+
     public static func join(_ directory: String, _ component: String) -> String {
         directory.hasSuffix("/") ? directory + component : directory + "/" + component
     }

@@ -1,4 +1,4 @@
-public import Foundation
+public import FoundationEssentials
 public import GuestVaultCore
 import GuestVaultCrypto
 
@@ -105,7 +105,7 @@ public struct BootPolicy: Sendable, Equatable, Codable {
         if text == "all" { return Set(0..<24) }
         var out: Set<Int> = []
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let bounds = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            let bounds = part.split(separator: "-", omittingEmptySubsequences: false).map { Int($0.trimmingWhitespace()) }
             guard (1...2).contains(bounds.count), let low = bounds.first!, let high = bounds.last!, 0 <= low, low <= high, high < 24 else {
                 throw BootPolicyError(.bootPolicyMalformed, "PCR selection \"\(text.prefix(80))\" is not like 0-7, 0,2,7 or all (indices 0-23)")
             }

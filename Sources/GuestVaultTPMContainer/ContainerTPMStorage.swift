@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
 public import GuestVaultCrypto
 public import GuestVaultKeys

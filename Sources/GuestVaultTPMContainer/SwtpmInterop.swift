@@ -1,9 +1,10 @@
-public import GuestVaultState
-public import GuestVaultTPM
-import Foundation
+import FoundationEssentials
+import Glibc
 public import GuestVaultCore
 import GuestVaultCrypto
+public import GuestVaultState
 import GuestVaultSystem
+public import GuestVaultTPM
 
 /// A refusal of an swtpm import or export that is not about a file's bytes (those are
 /// ``SwtpmFormatError``s): the directory, a lock, the container's entries.

@@ -1,4 +1,6 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultSystem
@@ -68,12 +70,16 @@ public final class TrustedLaunchService: Sendable {
     /// Starts the thread.
     public func start() {
         guard !started.exchange(true, ordering: .relaxed) else { return }
-        let thread = Thread { [self] in
-            loop()
+        nonisolated(unsafe) let service = self
+        do {
+            try BackgroundThread.start(name: "gv-trusted") {
+                service.loop()
+                service.stopped.signal()
+            }
+        } catch {
+            logger.critical("cannot start the trusted-launch thread: \(error)")
             stopped.signal()
         }
-        thread.name = "guestvault.trusted-launch"
-        thread.start()
     }
 
     /// Stops the thread, seals the VARS file a last time and removes it, and removes the

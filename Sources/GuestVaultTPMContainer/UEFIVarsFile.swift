@@ -1,4 +1,5 @@
-import Foundation
+import Dispatch
+import FoundationEssentials
 public import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultState
@@ -132,8 +133,7 @@ public final class UEFIVarsFile: Sendable {
         }
         let status = try file.status()
         guard owners.contains(status.owner), status.mode & 0o077 == 0 else {
-            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; it must belong to this user or QEMU's (uids %@) with mode 0600; left alone",
-                                                            path, status.owner, status.mode, owners.sorted().map(String.init).joined(separator: ", ")))
+            throw UEFIVarsError(.uefiVarsUnsafePath, "\(path) belongs to uid \(status.owner) with mode \(octal(status.mode)); it must belong to this user or QEMU's (uids \(owners.sorted().map(String.init).joined(separator: ", "))) with mode 0600; left alone")
         }
         guard status.size > 0, status.size <= Int64(Self.maximumSize) else {
             throw UEFIVarsError(.uefiVarsChanged, "\(path) is \(status.size) bytes; a VARS file has 1 to \(Self.maximumSize); left alone")
@@ -168,18 +168,17 @@ public final class UEFIVarsFile: Sendable {
     /// The directory of a plaintext VARS file: on tmpfs or ramfs, a real directory (no
     /// symlink anywhere in the path), owned by root or this user, writable by no one else.
     static func requireSafeDirectory(_ directory: String) throws {
-        let attributes: [FileAttributeKey: Any]
-        do { attributes = try FileManager.default.attributesOfItem(atPath: directory) } catch {
+        let status: (isDirectory: Bool, mode: UInt32, owner: UInt32)
+        do { status = try FileSystem.linkStatus(directory) } catch {
             throw UEFIVarsError(.uefiVarsUnsafePath, "cannot examine \(directory), the directory of the plaintext UEFI variables", underlying: error)
         }
-        let owner = (attributes[.ownerAccountID] as? NSNumber)?.uint32Value ?? UInt32.max
-        let mode = (attributes[.posixPermissions] as? NSNumber)?.uint32Value ?? 0o777
-        guard attributes[.type] as? FileAttributeType == .typeDirectory,
+        let (owner, mode) = (status.owner, status.mode)
+        guard status.isDirectory,
               URL(fileURLWithPath: directory).resolvingSymlinksInPath().path == directory else {
             throw UEFIVarsError(.uefiVarsUnsafePath, "\(directory) is not a directory, or a symlink is on its path; left alone")
         }
         guard owner == 0 || owner == FileSystem.currentUser, mode & 0o022 == 0 else {
-            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; the directory of the plaintext UEFI variables must be root's (or this user's) and writable by no one else (0700, or 0711 for QEMU's user)", directory, owner, mode))
+            throw UEFIVarsError(.uefiVarsUnsafePath, "\(directory) belongs to uid \(owner) with mode \(octal(mode)); the directory of the plaintext UEFI variables must be root's (or this user's) and writable by no one else (0700, or 0711 for QEMU's user)")
         }
         let inMemory: Bool
         do { inMemory = try FileSystem.isMemoryBacked(directory) } catch {
@@ -203,8 +202,8 @@ public final class UEFIVarsFile: Sendable {
         }
         let status = try file.status()
         guard owners.contains(status.owner), status.mode & 0o077 == 0 else {
-            throw UEFIVarsError(.uefiVarsUnsafePath, String(format: "%@ belongs to uid %u with mode %04o; it must be this user's (uid %u)%@ and mode 0600; left alone", path, status.owner, status.mode, FileSystem.currentUser,
-                                                            owners.count > 1 ? " or QEMU's (uids \(owners.sorted().map(String.init).joined(separator: ", ")))" : ""))
+            throw UEFIVarsError(.uefiVarsUnsafePath, "\(path) belongs to uid \(status.owner) with mode \(octal(status.mode)); it must be this user's (uid \(FileSystem.currentUser))"
+                                + (owners.count > 1 ? " or QEMU's (uids \(owners.sorted().map(String.init).joined(separator: ", ")))" : "") + " and mode 0600; left alone")
         }
         guard status.size == Int64(expectedSize) else {
             throw UEFIVarsError(.uefiVarsChanged, "\(path) is \(status.size) bytes, the sealed store \(expectedSize); a pflash file never changes size, so it was not sealed")
@@ -271,4 +270,10 @@ extension ContainerTPMStorage {
             }
         }
     }
+}
+
+/// A mode as four octal digits (`0600`), as `ls` and chmod write it.
+func octal(_ mode: UInt32) -> String {
+    let digits = String(mode & 0o7777, radix: 8)
+    return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
 }

@@ -70,7 +70,7 @@ struct GuestVaultCommand: AsyncParsableCommand {
         // `serve` starts once per VM: a common command line is read without ArgumentParser
         // (ServeSettings.quickParse, docs/PERFORMANCE.md); anything else is parsed below.
         if arguments.first == "serve", let settings = ServeSettings.quickParse(Array(arguments.dropFirst())) {
-            do { try settings.run() } catch { Failure.exitAfterVerb(error, command: GuestVaultCommand.self) }
+            do { try settings.run() } catch { Failure.exitAfterVerb(ForeignErrors.readable(error), command: GuestVaultCommand.self) }
             Foundation.exit(0)
         }
         var command: any ParsableCommand
@@ -107,7 +107,7 @@ struct GuestVaultCommand: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
-            Failure.exitAfterVerb(error, command: GuestVaultCommand.self)
+            Failure.exitAfterVerb(ForeignErrors.readable(error), command: GuestVaultCommand.self)
         }
     }
 }

@@ -27,6 +27,12 @@ struct VMExecutableTests {
         for library in ["libtpms", "libcrypto"] {
             #expect(ldd.stdout.contains(library), "\(ldd.stdout)")
         }
+        // The per-VM modules use FoundationEssentials only: no object of Foundation proper,
+        // CoreFoundation or ICU is linked in (an `import Foundation` in any of them, or a
+        // Foundation-only API, would bring 50 MB of it back; docs/PERFORMANCE.md).
+        let foundation = try runProcess("/bin/sh", ["-c", "nm '\(GuestVaultBinary.vmPath)' | grep -c -e '10Foundation' -e '_CFRuntime' -e 'ucol_open' || true"])
+        #expect(foundation.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0",
+                "guestvault-vm links Foundation (corelibs), CoreFoundation or ICU: \(foundation.stdout) symbols")
         // Nothing of the cluster client (SwiftNIO and its BoringSSL) is linked in.
         let symbols = try runProcess("/bin/sh", ["-c", "strings -a '\(GuestVaultBinary.vmPath)' | grep -c -e NIOPosix -e AsyncHTTPClient || true"])
         #expect(symbols.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")

@@ -1,4 +1,4 @@
-public import Foundation
+public import FoundationEssentials
 import GuestVaultCore
 
 /// The labels and contexts of every key the hierarchy derives. Changing one changes

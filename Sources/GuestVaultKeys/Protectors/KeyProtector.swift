@@ -1,4 +1,4 @@
-public import Foundation
+public import FoundationEssentials
 public import GuestVaultCrypto
 
 /// One key protector slot: the container's guest state protection key (DEK, 32 bytes)

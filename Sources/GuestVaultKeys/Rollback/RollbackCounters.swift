@@ -1,7 +1,7 @@
-public import Foundation
-import GuestVaultCrypto
-import GuestVaultCore
 import Dispatch
+public import FoundationEssentials
+import GuestVaultCore
+import GuestVaultCrypto
 import GuestVaultSystem
 import Synchronization
 

@@ -1,4 +1,4 @@
-public import Foundation
+public import FoundationEssentials
 import GuestVaultCore
 public import GuestVaultCrypto
 import GuestVaultSystem
@@ -179,7 +179,7 @@ public final class KeyVault: Sendable {
     }
 
     private static func timestamp() -> String {
-        ISO8601DateFormatter().string(from: Date())
+        Date().formatted(.iso8601)
     }
 
     private static func absolute(_ path: String) -> String {

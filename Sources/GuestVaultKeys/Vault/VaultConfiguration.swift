@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import GuestVaultSystem
 
 /// `vault.json`: what kind of vault a directory holds and where its root key is. Not

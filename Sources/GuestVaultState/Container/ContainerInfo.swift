@@ -1,4 +1,4 @@
-public import Foundation
+public import FoundationEssentials
 
 /// What `guestvault inspect` shows: everything readable without keys. Its JSON has the
 /// same keys and values as before the id was typed (`containerID` is 32 hex digits).

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
 import GuestVaultSystem
 
@@ -48,11 +49,11 @@ final class ContainerLock: Sendable {
         }
         guard held else {
             let holder = (try? file.read(at: 0, count: 512)).map { String(decoding: $0, as: UTF8.self) }?
-                .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+                .trimmingWhitespace() ?? ""
             throw ContainerError(.locked, subject: containerPath,
                                  reason: "in use by another writer (\(holder.isEmpty ? "holder unknown" : holder)); stop it first, or open read-only")
         }
-        let program = CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent } ?? "?"
+        let program = CommandLine.arguments.first.map { FileSystem.lastComponent(of: $0) } ?? "?"
         let stamp = Self.utcTimestamp()
         let text = Array("pid \(ProcessInfo.processInfo.processIdentifier) (\(program)) since \(stamp)\n".utf8)
         try? file.truncate(to: 0)
@@ -74,7 +75,7 @@ final class ContainerLock: Sendable {
         } catch {
             throw ContainerError(.io, subject: path, reason: "cannot hand the writer lock over", underlying: error)
         }
-        let program = CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent } ?? "?"
+        let program = CommandLine.arguments.first.map { FileSystem.lastComponent(of: $0) } ?? "?"
         let stamp = Self.utcTimestamp()
         let text = Array("pid \(ProcessInfo.processInfo.processIdentifier) (\(program)) handing over to a migration destination since \(stamp)\n".utf8)
         try? file.truncate(to: 0)

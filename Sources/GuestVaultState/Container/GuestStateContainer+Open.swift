@@ -1,4 +1,5 @@
-public import Foundation
+public import FoundationEssentials
+import Glibc
 import GuestVaultCore
 public import GuestVaultCrypto
 public import GuestVaultKeys
@@ -50,7 +51,7 @@ extension GuestStateContainer {
     /// process that still runs (a `create` in progress) is left alone.
     static func removeUnfinishedRewrites(of path: String) {
         let directory = FileSystem.parentDirectory(of: path)
-        let base = (path as NSString).lastPathComponent
+        let base = FileSystem.lastComponent(of: path)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         for name in names {
             let pid: Substring

@@ -1,6 +1,6 @@
-public import Foundation
-public import GuestVaultKeys
+public import FoundationEssentials
 import GuestVaultCore
+public import GuestVaultKeys
 
 /// A VM's guest state container file: named entries sealed under the container's DEK,
 /// its key protector slots, and a generation that each commit increments.

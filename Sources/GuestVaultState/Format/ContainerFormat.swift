@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Constants of the container format (docs/FORMAT.md). The files in Format/ are the
 /// format as values: they parse and serialize bytes and do no I/O.

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Entry names (docs/FORMAT.md §3.4). A name is its UTF-8 bytes: names are equal when
 /// their bytes are, and sorted by their bytes (unsigned, shorter first on a common
@@ -70,6 +70,8 @@ public enum EntryName {
 
     private static func isNFC(_ name: String) -> Bool {
         if name.utf8.allSatisfy({ $0 < 0x80 }) { return true }
-        return name.precomposedStringWithCanonicalMapping.utf8.elementsEqual(name.utf8)
+        // The standard library's NFC (Foundation's precomposedStringWithCanonicalMapping
+        // is not in FoundationEssentials, which is all the per-VM executable links).
+        return name._nfcCodeUnits.elementsEqual(name.utf8)
     }
 }

@@ -1,7 +1,7 @@
 import Dispatch
-import Foundation
-import GuestVaultSystem
+import FoundationEssentials
 import GuestVaultCore
+import GuestVaultSystem
 
 /// Measurements behind `guestvault benchmark --tpm`.
 @_spi(Benchmarking) public enum TPMBenchmarks {

@@ -1,7 +1,8 @@
 internal import CLibTPMS
-import Foundation
-import Synchronization
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
+import Synchronization
 
 /// The thin layer over libtpms: the only file that calls it or touches its pointers.
 ///

@@ -1,6 +1,6 @@
-import Foundation
-import Synchronization
+import FoundationEssentials
 import GuestVaultCore
+import Synchronization
 
 /// A TPM 2.0 on libtpms.
 ///

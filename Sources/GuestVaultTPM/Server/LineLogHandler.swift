@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 public import GuestVaultSystem
 public import Logging
 import Synchronization
@@ -27,7 +27,7 @@ public struct LineLogHandler: LogHandler {
             lock.withLock { _ in
                 switch sink {
                 case .standardError:
-                    FileHandle.standardError.write(Data(line.utf8))
+                    Descriptors.write(line, to: 2)
                 case .file(let file):
                     // A log that cannot be written must not stop the TPM.
                     try? file.append(Array(line.utf8))
@@ -69,8 +69,6 @@ public struct LineLogHandler: LogHandler {
     }
 
     static func timestamp() -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date())
+        Date().formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
     }
 }

@@ -1,6 +1,8 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
 import GuestVaultCrypto
+import GuestVaultSystem
 
 /// swtpm's `--migration-key` option, spelled as swtpm spells it:
 /// `file=PATH|fd=N|pwdfile=PATH|pwdfd=N[,mode=aes-128-cbc|aes-256-cbc][,format=hex|binary][,kdf=sha512|pbkdf2][,remove=true|false]`.
@@ -129,10 +131,10 @@ public struct MigrationKeySpec: Sendable, Hashable, CustomStringConvertible {
     }
 
     static func read(_ fd: Int32, limit: Int) throws -> [UInt8] {
-        let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        let data: Data
+        defer { _ = close(fd) }
+        let data: [UInt8]
         do {
-            data = try handle.read(upToCount: limit + 1) ?? Data()
+            data = try Descriptors.readToEnd(fd, limit: limit)
         } catch {
             throw SwtpmFormatError(.io, file: "fd=\(fd)", offset: nil, "cannot read the migration key from descriptor \(fd)",
                                    underlying: error)
@@ -140,6 +142,6 @@ public struct MigrationKeySpec: Sendable, Hashable, CustomStringConvertible {
         guard data.count <= limit else {
             throw SwtpmFormatError(.badKeyFile, file: "fd=\(fd)", offset: nil, "descriptor \(fd) holds more than \(limit) bytes")
         }
-        return [UInt8](data)
+        return data
     }
 }

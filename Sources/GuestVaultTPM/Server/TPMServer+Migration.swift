@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import GuestVaultCore
 
 extension TPMServer {
@@ -31,7 +31,7 @@ extension TPMServer {
         /// Sets the two lock settings from swtpm's `--migration [incoming][,release-lock-outgoing]`.
         public mutating func parseSwtpmMigrationOption(_ text: String) throws {
             for part in text.split(separator: ",") {
-                switch part.trimmingCharacters(in: .whitespaces) {
+                switch part.trimmingWhitespace() {
                 case "incoming", "incoming=true": incoming = true
                 case "incoming=false": incoming = false
                 case "release-lock-outgoing", "release-lock-outgoing=true": releaseLockOutgoing = true

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultSystem
 
 /// swtpm's `--daemon`: the parent starts the server as a child in its own session and
@@ -38,7 +39,7 @@ enum FrontEndDaemon {
     static func reportReady() {
         guard Environment.value(SwtpmFrontEnd.daemonChildVariable) != nil else { return }
         _ = setsid()
-        FileHandle.standardOutput.write(Data("ready\n".utf8))
+        Descriptors.write("ready\n", to: 1)
         let null = open("/dev/null", O_WRONLY)
         if null >= 0 {
             _ = dup2(null, STDOUT_FILENO)

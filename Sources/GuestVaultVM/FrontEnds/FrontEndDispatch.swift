@@ -1,5 +1,7 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
+import GuestVaultSystem
 
 /// Runs the swtpm-compatible front end this binary was called as: `swtpm`,
 /// `swtpm_setup` or `swtpm_ioctl` (a link to `guestvault` under that name, see
@@ -28,7 +30,7 @@ public enum FrontEndDispatch {
             }
         } catch {
             let message = ErrorChain.message(of: error)
-            FileHandle.standardError.write(Data("\(message.hasPrefix(name + ":") ? "" : name + ": ")\(message)\n".utf8))
+            Descriptors.write("\(message.hasPrefix(name + ":") ? "" : name + ": ")\(message)\n", to: 2)
             exit(ErrorChain.category(of: error).exitCode)
         }
         exit(status)

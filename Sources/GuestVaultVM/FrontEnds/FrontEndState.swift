@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultKeys
@@ -58,9 +59,12 @@ struct FrontEndStateLocation {
 
     /// A `file://` volume that exists but was never written (all zeros, or empty).
     var isBlankVolume: Bool {
-        guard directory == nil, let handle = FileHandle(forReadingAtPath: container) else { return false }
-        defer { try? handle.close() }
-        guard let head = try? handle.read(upToCount: 4096) else { return false }
+        // A plain open, as swtpm's: Proxmox's volume may be a block device behind a link.
+        guard directory == nil else { return false }
+        let fd = Glibc.open(container, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { _ = close(fd) }
+        guard let head = try? Descriptors.readToEnd(fd, limit: 4095) else { return false }
         return head.allSatisfy { $0 == 0 }
     }
 
@@ -173,20 +177,14 @@ enum FrontEndEnvironment {
     static func readSecret(fd text: String, option: String, program: String) throws -> SecretBytes {
         guard let fd = Int32(text), fd > 2 else { throw FrontEndError.usage(program, "\(option) needs a descriptor number above 2, not \(text)") }
         var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
         defer {
-            for index in buffer.indices { buffer[index] = 0 }
             for index in bytes.indices { bytes[index] = 0 }
             _ = close(fd)
         }
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw FrontEndError.usage(program, "\(option): descriptor \(fd) cannot be read (errno \(errno))") }
-            if count == 0 { break }
-            bytes += buffer[0..<count]
-            guard bytes.count <= 1 << 16 else { throw FrontEndError.usage(program, "\(option): the secret on descriptor \(fd) is over 64 KiB") }
+        do { bytes = try Descriptors.readToEnd(fd, limit: 1 << 16) } catch let error as SystemError {
+            throw FrontEndError.usage(program, "\(option): descriptor \(fd) cannot be read (errno \(error.errno))")
         }
+        guard bytes.count <= 1 << 16 else { throw FrontEndError.usage(program, "\(option): the secret on descriptor \(fd) is over 64 KiB") }
         guard !bytes.isEmpty else { throw FrontEndError.usage(program, "\(option): descriptor \(fd) gave an empty secret") }
         return SecretBytes(copying: bytes)
     }

@@ -1,5 +1,6 @@
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultKeys

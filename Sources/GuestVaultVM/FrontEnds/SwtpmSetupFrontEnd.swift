@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
 import GuestVaultCrypto
 import GuestVaultKeys
@@ -143,7 +144,7 @@ enum SwtpmSetupFrontEnd {
     /// default) when not given. As swtpm_setup does, names the TPM has no bank for are
     /// skipped with a log line, and a list with none it has is refused.
     static func pcrBanks(_ value: String?, logger: Logger) throws -> Set<PCRBank>? {
-        let names = (value ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }
+        let names = (value ?? "").split(separator: ",").map { $0.trimmingWhitespace().lowercased() }.filter { !$0.isEmpty }
         if names.isEmpty { return defaultBanks }
         if names == ["-"] { return nil }
         var banks: Set<PCRBank> = []

@@ -1,6 +1,7 @@
 public import ArgumentParser
 import Dispatch
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultCore
 import GuestVaultKeys
 import GuestVaultState

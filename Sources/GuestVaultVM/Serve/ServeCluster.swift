@@ -1,5 +1,6 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 public import GuestVaultCore
 import GuestVaultSystem
 public import GuestVaultTPM
@@ -60,20 +61,20 @@ public enum ServeCluster {
 }
 
 /// Lets the lease-loss callback (on the keep-alive thread) stop a TPM server that is
-/// made after the session. `TPMServer.requestStop` is an atomic store, safe from any
-/// thread (the signal handlers call it too); the lock guards only the reference.
+/// made after the session. `TPMServer.requestStop` is an atomic store and a write(2),
+/// safe from any thread; the lock guards only the reference.
 final class ServerStopper: @unchecked Sendable {
-    private let lock = NSLock()
+    private let state = Mutex<Void>(())
     private var server: TPMServer?
     private var stopped = false
 
     func set(_ value: TPMServer) {
-        let stopNow = lock.withLock { server = value; return stopped }
+        let stopNow = state.withLock { _ in server = value; return stopped }
         if stopNow { value.requestStop() }
     }
 
     func stop() {
-        let current = lock.withLock { stopped = true; return server }
+        let current = state.withLock { _ in stopped = true; return server }
         current?.requestStop()
     }
 }

@@ -1,4 +1,5 @@
-public import Foundation
+public import FoundationEssentials
+import Glibc
 import GuestVaultCore
 public import GuestVaultCrypto
 public import GuestVaultKeys

@@ -1,6 +1,8 @@
 public import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 public import GuestVaultCore
+import GuestVaultSystem
 
 extension ErrorCode {
     /// A CLI-level check failed (a demo step, a comparison after a round trip).
@@ -38,7 +40,7 @@ public enum Failure {
     public static func exit(_ error: any Error) -> Never {
         let (line, code) = describe(error)
         report(line)
-        Foundation.exit(code)
+        Glibc.exit(code)
     }
 
     /// Reports a command-line parsing or validation error (ArgumentParser's) and exits 2;
@@ -47,7 +49,7 @@ public enum Failure {
         var text = command.message(for: error)
         if text.isEmpty { text = String(describing: error) }
         report(text)
-        Foundation.exit(usageExitCode)
+        Glibc.exit(usageExitCode)
     }
 
     /// Ends the process after a verb (`command`'s, or one of its subcommands) threw
@@ -58,12 +60,12 @@ public enum Failure {
         if error is any GuestVaultError { exit(error) }
         if let code = error as? ExitCode {
             // A verb that chose its exit status has already said what it wanted to.
-            Foundation.exit(code.rawValue == 0 ? 0 : min(max(code.rawValue, 1), 127))
+            Glibc.exit(code.rawValue == 0 ? 0 : min(max(code.rawValue, 1), 127))
         }
         if command.exitCode(for: error) == .success {
             let text = command.fullMessage(for: error)
             if !text.isEmpty { print(text) }
-            Foundation.exit(0)
+            Glibc.exit(0)
         }
         if error is ValidationError || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") {
             exitUsage(error, command: command)
@@ -82,22 +84,17 @@ public enum Failure {
         if error is any GuestVaultError {
             return (ErrorChain.message(of: error), ErrorChain.category(of: error).exitCode)
         }
-        // A Foundation error that no module wrapped: its short text, not a dump of its
-        // domain and user info. Any other error: its own description.
-        let text: String
-        if error is CocoaError || error is POSIXError || type(of: error) is NSError.Type {
-            text = (error as NSError).localizedDescription
-        } else {
-            text = String(describing: error)
-        }
-        return (text, ErrorCategory.failure.exitCode)
+        // Any other error: its own description. (The CLI first turns a Foundation error
+        // that no module wrapped into its short text, ForeignErrors in the CLI; this module
+        // links only FoundationEssentials, which has no localized descriptions.)
+        return (String(describing: error), ErrorCategory.failure.exitCode)
     }
 
     /// Writes `guestvault: <text>` as one line of printable characters.
     public static func report(_ text: String) {
         var cleaned = sanitized(text)
         for prefix in ["Error: ", "error: "] where cleaned.hasPrefix(prefix) { cleaned.removeFirst(prefix.count) }
-        FileHandle.standardError.write(Data("guestvault: \(cleaned)\n".utf8))
+        Descriptors.write("guestvault: \(cleaned)\n", to: 2)
     }
 
     /// `text` on one line: newlines and tabs become spaces, other control characters

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GuestVaultSystem
 public import Logging
 
@@ -49,6 +50,6 @@ struct StandardErrorLineHandler: LogHandler {
         let fields = merged.sorted { $0.key < $1.key }.map { " \($0.key)=\($0.value)" }.joined()
         let time = Date().formatted(.iso8601)
         let line = Failure.sanitized("\(time) \(event.level.rawValue) \(label): \(event.message)\(fields)")
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+        Descriptors.write(line + "\n", to: 2)
     }
 }

@@ -1,5 +1,6 @@
 public import ArgumentParser
-import Foundation
+import FoundationEssentials
+import Glibc
 public import GuestVaultCrypto
 public import GuestVaultKeys
 import GuestVaultSystem

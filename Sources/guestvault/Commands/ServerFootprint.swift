@@ -1,20 +1,21 @@
 import Dispatch
 import Foundation
 import GuestVaultCore
-public import GuestVaultSystem
+import GuestVaultSystem
+import GuestVaultTPM
 import Synchronization
 
 /// What one vTPM server process costs on the host, measured the same way for
 /// `guestvault serve` and for swtpm (the same client, the same sockets): its resident
 /// memory, how long from exec until its data channel answers, and TPM command round
 /// trips. Behind `guestvault benchmark --footprint`.
-@_spi(Benchmarking) public enum ServerFootprint {
+enum ServerFootprint {
     /// A data channel client that sends one TPM command and reads the whole response.
-    public final class Client {
+    final class Client {
         let socket: StreamSocket
         var buffer = [UInt8](repeating: 0, count: 4096)
 
-        public init(_ address: StreamSocket.Address) throws {
+        init(_ address: StreamSocket.Address) throws {
             socket = try StreamSocket.connect(address)
         }
 
@@ -23,7 +24,7 @@ import Synchronization
         /// Sends `command`, returns the response code (the response is read whole and
         /// dropped).
         @discardableResult
-        public func roundTrip(_ command: [UInt8]) throws -> UInt32 {
+        func roundTrip(_ command: [UInt8]) throws -> UInt32 {
             try socket.send(command)
             var have = 0
             var expected = 10
@@ -43,14 +44,14 @@ import Synchronization
     }
 
     /// Memory of process `pid` from /proc/PID/smaps_rollup, in KiB.
-    public struct Memory: Sendable, Codable {
-        public var rssKiB: Int
-        public var pssKiB: Int
-        public var privateKiB: Int
-        public var anonymousKiB: Int
+    struct Memory: Sendable, Codable {
+        var rssKiB: Int
+        var pssKiB: Int
+        var privateKiB: Int
+        var anonymousKiB: Int
     }
 
-    public static func memory(pid: Int32) throws -> Memory {
+    static func memory(pid: Int32) throws -> Memory {
         let text = try String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)
         var fields: [String: Int] = [:]
         for line in text.split(separator: "\n") {
@@ -65,7 +66,7 @@ import Synchronization
 
     /// Nanoseconds `pid` has run on a CPU, all its threads (the first field of each
     /// thread's /proc schedstat); nil when the kernel does not keep it.
-    public static func cpuNanoseconds(pid: Int32) -> UInt64? {
+    static func cpuNanoseconds(pid: Int32) -> UInt64? {
         guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return nil }
         var total: UInt64 = 0
         for task in tasks {
@@ -78,7 +79,7 @@ import Synchronization
 
     /// Resident KiB per mapping name (file path, [heap], [anon], ...) of `pid`, largest
     /// first: what each library contributes.
-    public static func residentByMapping(pid: Int32) throws -> [(name: String, kib: Int)] {
+    static func residentByMapping(pid: Int32) throws -> [(name: String, kib: Int)] {
         let text = try String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8)
         var totals: [String: Int] = [:]
         var current = "[anon]"
@@ -95,7 +96,7 @@ import Synchronization
 
     /// Connects to `address` until a TPM2_GetRandom(16) round trip succeeds, polling
     /// every 100 µs; gives up after `limit` seconds.
-    public static func waitForGetRandom(_ address: StreamSocket.Address, limit: Double = 10) throws {
+    static func waitForGetRandom(_ address: StreamSocket.Address, limit: Double = 10) throws {
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(limit * 1e9)
         let command = TPMCommand.getRandom(16).bytes
         while DispatchTime.now().uptimeNanoseconds < deadline {
@@ -107,7 +108,7 @@ import Synchronization
 
     /// Median microseconds of a TPM2_GetRandom(16) round trip over one connection
     /// (`rounds` after 200 not counted).
-    public static func getRandomRoundTrip(_ address: StreamSocket.Address, rounds: Int) throws -> Double {
+    static func getRandomRoundTrip(_ address: StreamSocket.Address, rounds: Int) throws -> Double {
         let client = try Client(address)
         let command = TPMCommand.getRandom(16).bytes
         var times: [Double] = []
@@ -130,7 +131,7 @@ import Synchronization
     /// With `pin`, this thread and every thread of the processes `pin` names run on CPU 0
     /// for the measurement: the client and server then never wait for another virtual
     /// CPU to wake up, which is what the two servers' own code costs.
-    public static func getRandomPair(_ a: StreamSocket.Address, _ b: StreamSocket.Address, rounds: Int, pin: [Int32] = []) throws -> (a: Double, b: Double) {
+    static func getRandomPair(_ a: StreamSocket.Address, _ b: StreamSocket.Address, rounds: Int, pin: [Int32] = []) throws -> (a: Double, b: Double) {
         if !pin.isEmpty {
             // sched_setaffinity is not in Swift's Glibc module: util-linux's taskset.
             let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")).flatMap { Int32($0.split(separator: "/").last ?? "") }
@@ -172,7 +173,7 @@ import Synchronization
     }
 
     /// TPM2_NV_DefineSpace of a 64-byte ordinary index (owner auth empty).
-    public static func defineNV(_ client: Client, index: UInt32) throws {
+    static func defineNV(_ client: Client, index: UInt32) throws {
         var define = ByteWriter()
         var pub = ByteWriter()
         pub.u32(index); pub.u16(TPMConstant.algSHA256); pub.u32(0x0006_0006); pub.u16(0); pub.u16(64)
@@ -184,7 +185,7 @@ import Synchronization
     }
 
     /// A TPM2_NV_Write of 64 bytes (all `fill`) at offset 0 of `index`.
-    public static func nvWriteCommand(index: UInt32, fill: UInt8) -> [UInt8] {
+    static func nvWriteCommand(index: UInt32, fill: UInt8) -> [UInt8] {
         var w = ByteWriter()
         w.sized([UInt8](repeating: fill, count: 64))
         w.u16(0)
@@ -193,7 +194,7 @@ import Synchronization
 
     /// Every client writes its index as fast as it can, all at once, for `seconds`;
     /// returns the NV writes completed per second over all of them.
-    public static func concurrentNVWrites(_ addresses: [StreamSocket.Address], index: UInt32, seconds: Double) throws -> Double {
+    static func concurrentNVWrites(_ addresses: [StreamSocket.Address], index: UInt32, seconds: Double) throws -> Double {
         let clients = try addresses.map { try Client($0) }
         for client in clients { try defineNV(client, index: index) }
         let done = Atomic<Int>(0)
@@ -233,7 +234,7 @@ import Synchronization
     /// Cache flushes the block device under `path` completed so far (/sys/block/DEV/stat,
     /// field 16), or nil where the kernel does not count them. Every fdatasync or fsync
     /// that reaches a disk with a volatile cache is one.
-    public static func flushCount(under path: String) -> Int? {
+    static func flushCount(under path: String) -> Int? {
         var info = stat()
         guard stat(path, &info) == 0 else { return nil }
         let major = Int((info.st_dev >> 8) & 0xfff), minor = Int((info.st_dev & 0xff) | ((info.st_dev >> 12) & 0xfff00))
