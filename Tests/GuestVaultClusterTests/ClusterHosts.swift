@@ -98,14 +98,8 @@ final class ClusterHost: @unchecked Sendable {
 
     /// Two free consecutive ports.
     static func portPair() throws -> UInt16 {
-        for _ in 0..<100 {
-            let candidate = UInt16.random(in: 20000...30000) & ~1
-            if let a = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate)),
-               let b = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate + 1)) {
-                a.close(); b.close()
-                return candidate
-            }
-        }
-        throw EtcdClusterError.noFreePort
+        let port = freeLoopbackPortPair()
+        guard port != 0 else { throw EtcdClusterError.noFreePort }
+        return port
     }
 }

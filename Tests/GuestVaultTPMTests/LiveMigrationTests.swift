@@ -80,7 +80,7 @@ struct LiveMigrationTests {
                 // server. Try again on another port until our own swtpm is the one
                 // listening (it is still running once its control port answers).
                 for attempt in 1...8 {
-                    let port = UInt16.random(in: 20000...60000) & ~1
+                    let port = UInt16.random(in: 10000...32000) & ~1 // below the ephemeral range
                     let p = Process()
                     p.executableURL = URL(fileURLWithPath: Run.which("swtpm")!)
                     p.arguments = ["socket", "--tpm2", "--tpmstate", "dir=\(swtpmDir)", "--server", "type=tcp,port=\(port),bindaddr=127.0.0.1",

@@ -53,16 +53,9 @@ import Testing
         deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
     }
 
-    /// A free loopback TCP port.
+    /// A free loopback TCP port (below the ephemeral range, see freeLoopbackPortPair).
     static func freePort() -> UInt16 {
-        for _ in 0..<50 {
-            let candidate = UInt16.random(in: 20000...60000)
-            if let listener = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate)) {
-                listener.close()
-                return candidate
-            }
-        }
-        return 0
+        freeLoopbackPortPair()
     }
 
     /// TPM2_PCR_Read of sha256 PCRs 0-7 sent raw on a data channel: the eight digests.

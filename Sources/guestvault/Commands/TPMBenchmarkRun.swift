@@ -188,7 +188,9 @@ struct TPMBenchmarkRun {
 
     static func freePortPair() throws -> UInt16 {
         for _ in 0..<50 {
-            let candidate = UInt16.random(in: 20000...60000) & ~1
+            // Below the kernel's ephemeral range (32768 on): an outgoing connection's
+            // source port cannot take it between this check and the server's bind.
+            let candidate = UInt16.random(in: 10000...32000) & ~1
             if let a = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate)),
                let b = try? StreamSocket.listen(.tcp(host: "127.0.0.1", port: candidate + 1)) {
                 a.close(); b.close()
