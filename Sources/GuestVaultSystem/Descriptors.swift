@@ -10,7 +10,9 @@ public enum Descriptors {
     /// was more than `limit`). The read buffer is zeroed after use (the bytes may be a
     /// secret); the descriptor stays open.
     public static func readToEnd(_ fd: Int32, limit: Int) throws -> [UInt8] {
+        // Room for all of it at once: growing would leave copies of a secret in freed memory.
         var bytes: [UInt8] = []
+        bytes.reserveCapacity(limit + 1)
         var buffer = [UInt8](repeating: 0, count: 4096)
         defer { for index in buffer.indices { buffer[index] = 0 } }
         while bytes.count <= limit {

@@ -12,28 +12,11 @@ struct UEFICLITests {
         let stderr: String
     }
 
+    /// Runs the built `guestvault` with no vault in its environment (an empty
+    /// GUESTVAULT_VAULT counts as none).
     func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
-        let process = Process()
-        process.executableURL = GuestVaultBinary.url
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        env["GUESTVAULT_VAULT"] = nil
-        for (key, value) in environment { env[key] = value }
-        process.environment = env
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let group = DispatchGroup()
-        nonisolated(unsafe) var outData = Data()
-        group.enter()
-        DispatchQueue.global().async { outData = out.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
+        let result = try runChild(GuestVaultBinary.path, arguments, environment: ["GUESTVAULT_VAULT": ""].merging(environment) { $1 })
+        return Result(status: result.status, stdout: String(decoding: result.output, as: UTF8.self), stderr: result.errors)
     }
 
     static let microsoftPath = "\(OVMF.directory)/OVMF_VARS_4M.ms.fd"

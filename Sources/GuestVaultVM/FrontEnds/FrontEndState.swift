@@ -60,8 +60,10 @@ struct FrontEndStateLocation {
     /// A `file://` volume that exists but was never written (all zeros, or empty).
     var isBlankVolume: Bool {
         // A plain open, as swtpm's: Proxmox's volume may be a block device behind a link.
+        // Non-blocking, so that a FIFO put there cannot hang the front end (it reads as
+        // empty; the container's own open refuses it later).
         guard directory == nil else { return false }
-        let fd = Glibc.open(container, O_RDONLY | O_CLOEXEC)
+        let fd = Glibc.open(container, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         guard fd >= 0 else { return false }
         defer { _ = close(fd) }
         guard let head = try? Descriptors.readToEnd(fd, limit: 4095) else { return false }

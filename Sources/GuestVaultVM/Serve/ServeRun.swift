@@ -49,9 +49,7 @@ extension ServeSettings {
             guard let address = StreamSocket.Address(text) else { throw ValidationError("--server \(text) is not tcp:HOST:PORT or unix:PATH") }
             return address
         }
-        // Trimmed by hand: Foundation's trimmingCharacters bridges through NSString (about
-        // 0.8 M instructions at start, docs/PERFORMANCE.md).
-        let flagSet = Set(flags.split(separator: ",").map { String($0.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed()) })
+        let flagSet = Set(flags.split(separator: ",").map { $0.trimmingWhitespace() })
         let unknown = flagSet.subtracting(["not-need-init", "startup-clear", ""])
         guard unknown.isEmpty else { throw ValidationError("unknown --flags: \(unknown.sorted().joined(separator: ", "))") }
 
