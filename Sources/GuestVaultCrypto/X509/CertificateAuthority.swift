@@ -487,30 +487,26 @@ private enum CertificatePlumbing {
                     && OSSL_PARAM_BLD_push_BN(builder, CertificateCName.rsaE.pointer, eBN) == 1
             }
         case .eccP256(let x, let y):
-            guard (1...32).contains(x.count), (1...32).contains(y.count) else {
-                throw CryptoError(.invalidPublicKey, operation: operation,
-                                  reason: "ECC P-256 coordinates are \(x.count) and \(y.count) bytes; expected 1 to 32 each")
-            }
-            let point: [UInt8] = [0x04] + [UInt8](repeating: 0, count: 32 - x.count) + x
-                + [UInt8](repeating: 0, count: 32 - y.count) + y
-            return try point.withUnsafeBufferPointer { encoded in
-                try publicKeyFromData(CertificateCName.ec, "ECC P-256", operation) { builder in
-                    OSSL_PARAM_BLD_push_utf8_string(builder, CertificateCName.group.pointer, CertificateCName.p256.pointer, 0) == 1
-                        && OSSL_PARAM_BLD_push_octet_string(builder, CertificateCName.publicKey.pointer, encoded.baseAddress, encoded.count) == 1
-                }
-            }
+            return try eccPublicKey(x: x, y, size: 32, curve: CertificateCName.p256, "ECC P-256", operation)
         case .eccP384(let x, let y):
-            guard (1...48).contains(x.count), (1...48).contains(y.count) else {
-                throw CryptoError(.invalidPublicKey, operation: operation,
-                                  reason: "ECC P-384 coordinates are \(x.count) and \(y.count) bytes; expected 1 to 48 each")
-            }
-            let point: [UInt8] = [0x04] + [UInt8](repeating: 0, count: 48 - x.count) + x
-                + [UInt8](repeating: 0, count: 48 - y.count) + y
-            return try point.withUnsafeBufferPointer { encoded in
-                try publicKeyFromData(CertificateCName.ec, "ECC P-384", operation) { builder in
-                    OSSL_PARAM_BLD_push_utf8_string(builder, CertificateCName.group.pointer, CertificateCName.p384.pointer, 0) == 1
-                        && OSSL_PARAM_BLD_push_octet_string(builder, CertificateCName.publicKey.pointer, encoded.baseAddress, encoded.count) == 1
-                }
+            return try eccPublicKey(x: x, y, size: 48, curve: CertificateCName.p384, "ECC P-384", operation)
+        }
+    }
+
+    /// An uncompressed point on `curve` from coordinates of 1 to `size` bytes each
+    /// (left-padded with zeros, as a TPM may drop leading zero bytes).
+    private static func eccPublicKey(x: [UInt8], _ y: [UInt8], size: Int, curve: CName, _ what: String,
+                                     _ operation: String) throws -> OpaquePointer {
+        guard (1...size).contains(x.count), (1...size).contains(y.count) else {
+            throw CryptoError(.invalidPublicKey, operation: operation,
+                              reason: "\(what) coordinates are \(x.count) and \(y.count) bytes; expected 1 to \(size) each")
+        }
+        let point: [UInt8] = [0x04] + [UInt8](repeating: 0, count: size - x.count) + x
+            + [UInt8](repeating: 0, count: size - y.count) + y
+        return try point.withUnsafeBufferPointer { encoded in
+            try publicKeyFromData(CertificateCName.ec, what, operation) { builder in
+                OSSL_PARAM_BLD_push_utf8_string(builder, CertificateCName.group.pointer, curve.pointer, 0) == 1
+                    && OSSL_PARAM_BLD_push_octet_string(builder, CertificateCName.publicKey.pointer, encoded.baseAddress, encoded.count) == 1
             }
         }
     }

@@ -80,9 +80,9 @@ public final class TPMServer {
     let stopRequested = Atomic<Bool>(false)
     /// Wakes the loop for a stop request, so that an idle server waits in poll(2) with
     /// no timeout (swtpm's idle cost: no system call at all).
-    let wakeup: WakeupEvent
+    public let wakeup: WakeupEvent
     /// A stop requested outside the server (a signal handler's flag), looked at whenever
-    /// the loop wakes; the requester then signals ``wakeupDescriptor``.
+    /// the loop wakes; the requester then signals ``wakeup``.
     private let externalStop: (@Sendable () -> Bool)?
     var shutdownRequested = false
     /// An NV change could not be committed: the TPM's memory is ahead of its storage, so
@@ -142,7 +142,7 @@ public final class TPMServer {
     }
 
     /// `externalStop`: a stop flag kept outside the server (a signal handler's), read each
-    /// time the loop wakes; whoever sets it writes to ``wakeupDescriptor``.
+    /// time the loop wakes; whoever sets it writes to ``wakeup``.
     public init(storage: any TPMStateStorage, configuration: Configuration, logger: Logger,
                 migrationHost: (any TPMMigrationHost)? = nil, externalStop: (@Sendable () -> Bool)? = nil) throws {
         self.storage = storage
@@ -168,8 +168,6 @@ public final class TPMServer {
         wakeup.signal()
     }
 
-    /// The descriptor that wakes the loop (for a signal handler: ``WakeupEvent/signal(_:)``).
-    public var wakeupDescriptor: Int32 { wakeup.signalDescriptor }
 
     /// Serves until CMD_SHUTDOWN or ``requestStop()``. On a stop request the volatile
     /// state is stored and committed first.

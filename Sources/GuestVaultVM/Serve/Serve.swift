@@ -156,6 +156,10 @@ public enum StopSignals {
     static let requested = Atomic<Bool>(false)
     /// The running server's wake-up descriptor; -1 until there is a server.
     static let wakeDescriptor = Atomic<Int32>(-1)
+    /// The wake-ups handed to the handler, kept open until the process ends: a handler
+    /// that loaded the descriptor just before a server went away must not write into a
+    /// descriptor number that the kernel has given to another file since.
+    private static let handedOver = Mutex<[WakeupEvent]>([])
 
     /// The server's check for a stop asked by a signal (``TPMServer``'s `externalStop`).
     static let isRequested: @Sendable () -> Bool = { StopSignals.requested.load(ordering: .acquiring) }
@@ -188,7 +192,9 @@ public enum StopSignals {
     /// Hands later signals to `server` (made with `externalStop: StopSignals.isRequested`)
     /// and acts on one that came before.
     static func forward(to server: TPMServer) {
-        wakeDescriptor.store(server.wakeupDescriptor, ordering: .releasing)
+        let wakeup = server.wakeup
+        handedOver.withLock { $0.append(wakeup) }
+        wakeDescriptor.store(wakeup.signalDescriptor, ordering: .releasing)
         if requested.load(ordering: .acquiring) { server.requestStop() }
     }
 }
